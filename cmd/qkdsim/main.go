@@ -1,0 +1,16 @@
+// Command qkdsim runs the QKD link simulator: run, sweep, reconcile, amplify, serve.
+package main
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	root := &cobra.Command{Use: "qkdsim", Short: "decoy-state BB84 link simulator with real post-processing", SilenceUsage: true}
+	root.AddCommand(newReconcileCmd(), newAmplifyCmd())
+	if err := root.Execute(); err != nil {
+		os.Exit(1)
+	}
+}
