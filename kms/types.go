@@ -107,6 +107,13 @@ type Tx interface {
 	Request(reqID string) ([]byte, error)
 	PutRequest(reqID string, result []byte) error
 
+	// Blocks calls fn for each block of peer's pool in Seq order until fn returns false.
+	Blocks(peer string, fn func(*Block) bool) error
+	// Pools calls fn for each pool until fn returns false.
+	Pools(fn func(*Pool) bool) error
+	// Reservations calls fn for each stored reservation (any state) until fn returns false.
+	Reservations(fn func(*Reservation) bool) error
+
 	// PutMaterial stores a block's key material, sealed outside the core (opaque here).
 	PutMaterial(peer, blockID string, sealed []byte) error
 	// ReadMaterial returns plaintext bytes [off, off+n) of a block.
