@@ -304,4 +304,3 @@ func TestLoadCAMismatch(t *testing.T) {
 		t.Error("leaf accepted as CA")
 	}
 }
-
