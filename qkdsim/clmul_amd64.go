@@ -10,7 +10,22 @@ import "golang.org/x/sys/cpu"
 //go:noescape
 func mpBase512(tmp, s, z *uint64, b int)
 
-var vpclmul512Kernel = mpKernel{name: "vpclmulqdq-512", maxBase: 47, round7: true, base: mpBase512Go}
+//go:noescape
+func xorWords512(dst, a, b *uint64, n int)
+
+var vpclmul512Kernel = mpKernel{name: "vpclmulqdq-512", maxBase: 47, round7: true,
+	base: mpBase512Go, xor: xor512}
+
+// xor512 sets dst = a ^ b (all of len(dst) words) with 512-bit vectors: the Karatsuba levels'
+// linear passes cost as much as the base cases when done a word at a time.
+func xor512(dst, a, b []uint64) {
+	n := len(dst)
+	if n == 0 {
+		return
+	}
+	_, _ = a[n-1], b[n-1]
+	xorWords512(&dst[0], &a[0], &b[0], n)
+}
 
 func mpBase512Go(out, s, z []uint64, scratch []uint64) {
 	b := len(z)

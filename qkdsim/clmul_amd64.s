@@ -68,3 +68,41 @@ combine:
 	JLT  window
 	VZEROUPPER
 	RET
+
+// func xorWords512(dst, a, b *uint64, n int)
+//
+// dst[i] = a[i] ^ b[i] for i < n, 64 bytes at a time; dst may alias a or b exactly.
+TEXT ·xorWords512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), CX
+	CMPQ CX, $8
+	JLT  xtail
+
+xloop:
+	VMOVDQU64 (SI), Z1
+	VPXORQ    (DX), Z1, Z1
+	VMOVDQU64 Z1, (DI)
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $64, DI
+	SUBQ $8, CX
+	CMPQ CX, $8
+	JGE  xloop
+	VZEROUPPER
+
+xtail:
+	TESTQ CX, CX
+	JZ    xdone
+	MOVQ (SI), AX
+	XORQ (DX), AX
+	MOVQ AX, (DI)
+	ADDQ $8, SI
+	ADDQ $8, DX
+	ADDQ $8, DI
+	DECQ CX
+	JMP  xtail
+
+xdone:
+	RET

@@ -45,12 +45,14 @@ type mpKernel struct {
 	maxBase int
 	round7  bool
 	base    func(out, s, z []uint64, scratch []uint64)
+	// xor sets dst = a ^ b over len(dst) words; dst may be a or b.
+	xor func(dst, a, b []uint64)
 }
 
 // mpSlack is the number of readable words every seed slice handed to a kernel has past its end.
 const mpSlack = 16
 
-var genericKernel = mpKernel{name: "generic", maxBase: 8, base: mpBaseGeneric}
+var genericKernel = mpKernel{name: "generic", maxBase: 8, base: mpBaseGeneric, xor: xorWordsGeneric}
 
 // activeKernel is the fastest kernel this CPU supports; supportedKernels lists every kernel
 // this CPU can run, fastest last (clmul_amd64.go adds to it at init; tests run them all).
@@ -170,29 +172,24 @@ func mpKaratsuba(res, s, z []uint64, n, base, levels int, scratch []uint64, kern
 	prod := scratch[3*h+mpSlack : 4*h+mpSlack]
 	sub := scratch[4*h+mpSlack:]
 
-	for i := range h {
-		zsum[i] = z[i] ^ z[h+i]
-	}
+	kern.xor(zsum, z[:h], z[h:n])
 	mpKaratsuba(res[:h], s[h:], zsum, h, base, levels-1, sub, kern)
 	copy(res[h:n], res[:h])
 
-	for i := range 2 * h {
-		ssum[i] = s[i] ^ s[h+i]
-	}
+	kern.xor(ssum[:2*h], s[:2*h], s[h:3*h])
 	clear(ssum[2*h:])
 	mpKaratsuba(prod, ssum, z[h:n], h, base, levels-1, sub, kern)
-	xorWords(res[:h], prod)
+	kern.xor(res[:h], res[:h], prod)
 
-	for i := range 2 * h {
-		ssum[i] = s[2*h+i] ^ s[h+i]
-	}
+	kern.xor(ssum[:2*h], s[2*h:4*h], s[h:3*h])
 	mpKaratsuba(prod, ssum, z[:h], h, base, levels-1, sub, kern)
-	xorWords(res[h:n], prod)
+	kern.xor(res[h:n], res[h:n], prod)
 }
 
-func xorWords(dst, src []uint64) {
+func xorWordsGeneric(dst, a, b []uint64) {
+	a, b = a[:len(dst)], b[:len(dst)]
 	for i := range dst {
-		dst[i] ^= src[i]
+		dst[i] = a[i] ^ b[i]
 	}
 }
 
