@@ -1,0 +1,354 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/qkms/qkms/kms"
+	bolt "go.etcd.io/bbolt"
+)
+
+// tx implements kms.Tx on one bbolt transaction.
+type tx struct {
+	db       *DB
+	btx      *bolt.Tx
+	writable bool
+
+	// scratch is reused for record keys and additional data; plain for decrypted segments.
+	// bbolt clones keys on Put, so reusing scratch for keys is safe; values are never scratch.
+	scratch []byte
+	plain   []byte
+}
+
+var _ kms.Tx = (*tx)(nil)
+
+func (db *DB) newTx(btx *bolt.Tx, writable bool) *tx {
+	return &tx{db: db, btx: btx, writable: writable}
+}
+
+func (t *tx) bucket(name []byte) *bolt.Bucket { return t.btx.Bucket(name) }
+
+func (t *tx) checkWritable(op string) error {
+	if !t.writable {
+		return fmt.Errorf("store: %s: %w", op, ErrReadOnly)
+	}
+	return nil
+}
+
+// Record values start with a format version byte so the encoding can change (JSON today)
+// without rewriting the file.
+const recordVersion = 1
+
+func encodeRecord(prefix []byte, v any) ([]byte, error) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, 1+len(prefix)+len(body))
+	out = append(out, recordVersion)
+	out = append(out, prefix...)
+	return append(out, body...), nil
+}
+
+// decodeRecord checks the version byte and skips prefixLen bytes of fixed fields.
+func decodeRecord(raw []byte, prefixLen int, v any) error {
+	if len(raw) < 1+prefixLen || raw[0] != recordVersion {
+		return fmt.Errorf("record format: %w", ErrTampered)
+	}
+	if err := json.Unmarshal(raw[1+prefixLen:], v); err != nil {
+		return fmt.Errorf("record body: %v: %w", err, ErrTampered)
+	}
+	return nil
+}
+
+// blockKey is lp(peer) | id: unambiguous for any peer and block ID.
+func blockKey(b []byte, peer, id string) []byte {
+	return append(appendLP(b, peer), id...)
+}
+
+// --- pools ---
+
+func (t *tx) Pool(peer string) (*kms.Pool, error) {
+	raw := t.bucket(bucketPools).Get([]byte(peer))
+	if raw == nil {
+		return nil, nil
+	}
+	p := new(kms.Pool)
+	if err := decodeRecord(raw, 0, p); err != nil {
+		return nil, fmt.Errorf("store: pool %q: %w", peer, err)
+	}
+	return p, nil
+}
+
+func (t *tx) PutPool(p *kms.Pool) error {
+	if err := t.checkWritable("put pool"); err != nil {
+		return err
+	}
+	v, err := encodeRecord(nil, p)
+	if err != nil {
+		return fmt.Errorf("store: put pool %q: %w", p.Peer, err)
+	}
+	if err := t.bucket(bucketPools).Put([]byte(p.Peer), v); err != nil {
+		return fmt.Errorf("store: put pool %q: %w", p.Peer, err)
+	}
+	return nil
+}
+
+func (t *tx) Pools(fn func(*kms.Pool) bool) error {
+	return t.iterate(bucketPools, nil, func(k []byte) (bool, error) {
+		p, err := t.Pool(string(k))
+		if err != nil || p == nil {
+			return err == nil, err
+		}
+		return fn(p), nil
+	})
+}
+
+// --- blocks ---
+//
+// bucketBlocks: blockKey(peer, id) -> version | seq(8) | JSON.
+// bucketBlockSeq: lp(peer) | seq(8) | id -> empty, so Blocks walks a pool in Seq order.
+
+func (t *tx) Block(peer, id string) (*kms.Block, error) {
+	t.scratch = blockKey(t.scratch[:0], peer, id)
+	raw := t.bucket(bucketBlocks).Get(t.scratch)
+	if raw == nil {
+		return nil, nil
+	}
+	b := new(kms.Block)
+	if err := decodeRecord(raw, 8, b); err != nil {
+		return nil, fmt.Errorf("store: block %q of peer %q: %w", id, peer, err)
+	}
+	return b, nil
+}
+
+func (t *tx) PutBlock(b *kms.Block) error {
+	if err := t.checkWritable("put block"); err != nil {
+		return err
+	}
+	var seq [8]byte
+	binary.BigEndian.PutUint64(seq[:], b.Seq)
+	v, err := encodeRecord(seq[:], b)
+	if err != nil {
+		return fmt.Errorf("store: put block %q: %w", b.ID, err)
+	}
+	blocks, index := t.bucket(bucketBlocks), t.bucket(bucketBlockSeq)
+	t.scratch = blockKey(t.scratch[:0], b.Peer, b.ID)
+	if old := blocks.Get(t.scratch); len(old) >= 9 && !bytes.Equal(old[1:9], seq[:]) {
+		if err := index.Delete(blockSeqKey(nil, b.Peer, binary.BigEndian.Uint64(old[1:9]), b.ID)); err != nil {
+			return fmt.Errorf("store: put block %q: %w", b.ID, err)
+		}
+	}
+	if err := blocks.Put(t.scratch, v); err != nil {
+		return fmt.Errorf("store: put block %q: %w", b.ID, err)
+	}
+	if err := index.Put(blockSeqKey(t.scratch[:0], b.Peer, b.Seq, b.ID), []byte{}); err != nil {
+		return fmt.Errorf("store: put block %q: %w", b.ID, err)
+	}
+	return nil
+}
+
+func blockSeqKey(b []byte, peer string, seq uint64, id string) []byte {
+	b = appendLP(b, peer)
+	b = binary.BigEndian.AppendUint64(b, seq)
+	return append(b, id...)
+}
+
+func (t *tx) Blocks(peer string, fn func(*kms.Block) bool) error {
+	prefix := appendLP(nil, peer)
+	return t.iterate(bucketBlockSeq, prefix, func(k []byte) (bool, error) {
+		id := string(k[len(prefix)+8:])
+		b, err := t.Block(peer, id)
+		if err != nil || b == nil {
+			return err == nil, err
+		}
+		return fn(b), nil
+	})
+}
+
+// iterate calls visit with each key of bucket having prefix, in key order. It reads keys in
+// chunks and visits them with no cursor open, so visit may write to the same bucket (bbolt
+// cursors are not safe across modifications).
+func (t *tx) iterate(name, prefix []byte, visit func(k []byte) (bool, error)) error {
+	const chunk = 256
+	keys := make([][]byte, 0, chunk)
+	from := prefix
+	skipFirst := false
+	for {
+		keys = keys[:0]
+		c := t.bucket(name).Cursor()
+		k, _ := c.Seek(from)
+		if skipFirst && k != nil && bytes.Equal(k, from) {
+			k, _ = c.Next()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(keys) < chunk; k, _ = c.Next() {
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, k := range keys {
+			more, err := visit(k)
+			if err != nil {
+				return err
+			}
+			if !more {
+				return nil
+			}
+		}
+		if len(keys) < chunk {
+			return nil
+		}
+		from, skipFirst = keys[len(keys)-1], true
+	}
+}
+
+// --- reservations ---
+//
+// bucketResv: key ID -> version | live(1) | expiry(8) | JSON, where live and expiry say which
+// bucketExpiry entry the record owns, so a Put can drop the old entry without decoding JSON.
+// bucketExpiry: expiryKey(Expires) | key ID -> empty, for every reservation still Issued with a
+// non-zero Expires (a zero Expires never expires).
+
+func (t *tx) Reservation(keyID string) (*kms.Reservation, error) {
+	raw := t.bucket(bucketResv).Get([]byte(keyID))
+	if raw == nil {
+		return nil, nil
+	}
+	r := new(kms.Reservation)
+	if err := decodeRecord(raw, 9, r); err != nil {
+		return nil, fmt.Errorf("store: reservation %s: %w", keyID, err)
+	}
+	return r, nil
+}
+
+func (t *tx) PutReservation(r *kms.Reservation) error {
+	if err := t.checkWritable("put reservation"); err != nil {
+		return err
+	}
+	var fixed [9]byte
+	live := r.State == kms.KeyIssued && !r.Expires.IsZero()
+	if live {
+		fixed[0] = 1
+		binary.BigEndian.PutUint64(fixed[1:], expiryNanos(r.Expires))
+	}
+	v, err := encodeRecord(fixed[:], r)
+	if err != nil {
+		return fmt.Errorf("store: put reservation %s: %w", r.KeyID, err)
+	}
+	id := []byte(r.KeyID)
+	resv := t.bucket(bucketResv)
+	old := resv.Get(id)
+	if oldLive := len(old) >= 10 && old[1] == 1; oldLive && !(live && bytes.Equal(old[2:10], fixed[1:])) {
+		if err := t.bucket(bucketExpiry).Delete(t.expiryKey(old[2:10], r.KeyID)); err != nil {
+			return fmt.Errorf("store: put reservation %s: %w", r.KeyID, err)
+		}
+	}
+	if err := resv.Put(id, v); err != nil {
+		return fmt.Errorf("store: put reservation %s: %w", r.KeyID, err)
+	}
+	if live {
+		if err := t.bucket(bucketExpiry).Put(t.expiryKey(fixed[1:], r.KeyID), []byte{}); err != nil {
+			return fmt.Errorf("store: put reservation %s: %w", r.KeyID, err)
+		}
+	}
+	return nil
+}
+
+func (t *tx) DeleteReservation(keyID string) error {
+	if err := t.checkWritable("delete reservation"); err != nil {
+		return err
+	}
+	id := []byte(keyID)
+	resv := t.bucket(bucketResv)
+	old := resv.Get(id)
+	if old == nil {
+		return nil
+	}
+	if len(old) >= 10 && old[1] == 1 {
+		if err := t.bucket(bucketExpiry).Delete(t.expiryKey(old[2:10], keyID)); err != nil {
+			return fmt.Errorf("store: delete reservation %s: %w", keyID, err)
+		}
+	}
+	if err := resv.Delete(id); err != nil {
+		return fmt.Errorf("store: delete reservation %s: %w", keyID, err)
+	}
+	return nil
+}
+
+func (t *tx) expiryKey(nanos []byte, keyID string) []byte {
+	t.scratch = append(append(t.scratch[:0], nanos...), keyID...)
+	return t.scratch
+}
+
+// expiryNanos maps t to a uint64 whose big-endian bytes sort like t: Unix nanoseconds with the
+// sign bit flipped, clamped to the int64 range (time.UnixNano is undefined outside it).
+func expiryNanos(t time.Time) uint64 {
+	var n int64
+	switch sec := t.Unix(); {
+	case sec <= math.MinInt64/1_000_000_000:
+		n = math.MinInt64
+	case sec >= math.MaxInt64/1_000_000_000:
+		n = math.MaxInt64
+	default:
+		n = t.UnixNano()
+	}
+	return uint64(n) ^ 1<<63
+}
+
+// ExpiredBefore lists up to limit key IDs of live (Issued) reservations with Expires <= t, in
+// expiry order. A limit <= 0 lists none.
+func (t *tx) ExpiredBefore(at time.Time, limit int) ([]string, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var bound [8]byte
+	binary.BigEndian.PutUint64(bound[:], expiryNanos(at))
+	var ids []string
+	c := t.bucket(bucketExpiry).Cursor()
+	for k, _ := c.First(); k != nil && len(ids) < limit; k, _ = c.Next() {
+		if len(k) < 8 || bytes.Compare(k[:8], bound[:]) > 0 {
+			break
+		}
+		ids = append(ids, string(k[8:]))
+	}
+	return ids, nil
+}
+
+func (t *tx) Reservations(fn func(*kms.Reservation) bool) error {
+	return t.iterate(bucketResv, nil, func(k []byte) (bool, error) {
+		r, err := t.Reservation(string(k))
+		if err != nil || r == nil {
+			return err == nil, err
+		}
+		return fn(r), nil
+	})
+}
+
+// --- request results ---
+//
+// bucketRequests: request ID -> version | result (the version byte keeps an empty result
+// distinguishable from an absent one).
+
+func (t *tx) Request(reqID string) ([]byte, error) {
+	raw := t.bucket(bucketRequests).Get([]byte(reqID))
+	if raw == nil {
+		return nil, nil
+	}
+	if raw[0] != recordVersion {
+		return nil, fmt.Errorf("store: request %q: record format: %w", reqID, ErrTampered)
+	}
+	return append(make([]byte, 0, len(raw)-1), raw[1:]...), nil
+}
+
+func (t *tx) PutRequest(reqID string, result []byte) error {
+	if err := t.checkWritable("put request"); err != nil {
+		return err
+	}
+	v := append(append(make([]byte, 0, 1+len(result)), recordVersion), result...)
+	if err := t.bucket(bucketRequests).Put([]byte(reqID), v); err != nil {
+		return fmt.Errorf("store: put request %q: %w", reqID, err)
+	}
+	return nil
+}
