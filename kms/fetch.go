@@ -1,0 +1,140 @@
+package kms
+
+import "slices"
+
+// msgNotFound is the message ETSI GS QKD 014 prescribes for unknown key IDs (status 400).
+const msgNotFound = "one or more keys specified are not found on KME"
+
+// applyFetch is ETSI 014 Get key with key IDs at a slave's site. All-or-nothing over the
+// requested IDs:
+//   - an ID with no reservation here fails with ErrKeyNotFound and lists it in Error.Absent,
+//     so the node can pull the reservation from the issuing site and retry;
+//   - a key issued by another master than the one named, or not naming the caller as slave or
+//     additional slave, fails with ErrUnauthorized (the 401 rule, clause 5.3);
+//   - a key issued here (its bytes went to the master), expired, or already fetched by this
+//     caller fails with ErrKeyNotFound: for that caller the key is gone from the KME.
+//
+// The bytes are erased after the last named slave fetched them; the reservation stays as a
+// tombstone until its expiry plus Config.TombstoneTTL so a retried push cannot revive it.
+func (m *Machine) applyFetch(tx Tx, c *Command) *Result {
+	f := c.Fetch
+	if err := m.ValidateFetch(f.Master, f.Caller, f.KeyIDs); err != nil {
+		return fail(err)
+	}
+	rs := make([]*Reservation, len(f.KeyIDs))
+	var absent []string
+	for i, id := range f.KeyIDs {
+		r, err := tx.Reservation(id)
+		if err != nil {
+			return fail(storageErr("read reservation", err))
+		}
+		if r == nil {
+			absent = append(absent, id)
+		}
+		rs[i] = r
+	}
+	if len(absent) > 0 {
+		return fail(&Error{Kind: ErrKeyNotFound, Msg: msgNotFound, Absent: absent})
+	}
+	for _, r := range rs {
+		if r.Master != f.Master || !slices.Contains(r.Slaves, f.Caller) {
+			return fail(reject(ErrUnauthorized, "SAE %q is not a slave of these keys", f.Caller))
+		}
+	}
+	for _, r := range rs {
+		if r.Owner == m.cfg.Self || r.State != KeyIssued || !r.Expires.After(c.Time) ||
+			slices.Contains(r.Fetched, f.Caller) {
+			return fail(reject(ErrKeyNotFound, msgNotFound))
+		}
+	}
+	bs := newBlockSet(tx)
+	res := &Result{Keys: make([]Key, len(rs))}
+	for i, r := range rs {
+		key := make([]byte, 0, r.Bits/8)
+		for _, rg := range r.Ranges {
+			buf, err := tx.ReadMaterial(r.Peer, rg.Block, rg.Off, rg.Len)
+			if err != nil || len(buf) != rg.Len {
+				return fail(storageErr("read material of key "+r.KeyID, errOr(err, "material")))
+			}
+			key = append(key, buf...)
+		}
+		res.Keys[i] = Key{ID: r.KeyID, Bytes: key}
+	}
+	pools := map[string]*Pool{}
+	var poolOrder []string
+	for i, r := range rs {
+		r.Fetched = append(r.Fetched, f.Caller)
+		done := len(r.Fetched) == len(r.Slaves)
+		if done {
+			r.State = KeyFetched
+		}
+		cp := *r
+		res.Keys[i].Res = &cp
+		if done {
+			if err := m.release(tx, bs, pools, &poolOrder, r); err != nil {
+				return fail(err)
+			}
+			r.Expires = r.Expires.Add(m.cfg.TombstoneTTL)
+		}
+		if err := tx.PutReservation(r); err != nil {
+			return fail(storageErr("write reservation", err))
+		}
+	}
+	if err := finish(tx, bs, pools, poolOrder); err != nil {
+		return fail(err)
+	}
+	return res
+}
+
+// release erases a reservation's ranges at this (non-owning) site and counts them released;
+// blocks fully released have their material dropped at flush.
+func (m *Machine) release(tx Tx, bs *blockSet, pools map[string]*Pool, order *[]string, r *Reservation) error {
+	for _, rg := range r.Ranges {
+		b, err := bs.get(r.Peer, rg.Block)
+		if err != nil {
+			return err
+		}
+		if b == nil {
+			return storageErr("release key "+r.KeyID, errMissing("block "+rg.Block))
+		}
+		if err := tx.EraseMaterial(r.Peer, rg.Block, rg.Off, rg.Len); err != nil {
+			return storageErr("erase material of key "+r.KeyID, err)
+		}
+		b.Released += rg.Len
+		bs.touch(b)
+	}
+	p, ok := pools[r.Peer]
+	if !ok {
+		var err error
+		if p, err = tx.Pool(r.Peer); err != nil {
+			return storageErr("read pool", err)
+		}
+		if p == nil {
+			return storageErr("release key "+r.KeyID, errMissing("pool "+r.Peer))
+		}
+		pools[r.Peer] = p
+		*order = append(*order, r.Peer)
+	}
+	p.Reserved -= int64(r.Bits / 8)
+	return nil
+}
+
+// finish writes the blocks and pools a command changed.
+func finish(tx Tx, bs *blockSet, pools map[string]*Pool, order []string) error {
+	if err := bs.flush(); err != nil {
+		return err
+	}
+	for _, peer := range order {
+		if err := tx.PutPool(pools[peer]); err != nil {
+			return storageErr("write pool", err)
+		}
+	}
+	return nil
+}
+
+func errOr(err error, what string) error {
+	if err != nil {
+		return err
+	}
+	return errMissing(what)
+}
