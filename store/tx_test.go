@@ -1,0 +1,287 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/qkms/qkms/kms"
+)
+
+var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+func reservation(id string, expires time.Time, state kms.KeyState) *kms.Reservation {
+	return &kms.Reservation{
+		KeyID: id, Peer: "KME-B", Owner: "KME-A", Master: "SAE-A1", Slaves: []string{"SAE-B1"},
+		Bits: 256, Ranges: []kms.Range{{Block: "b1", Off: 32, Len: 32}}, Provenance: kms.ProvenanceQKD,
+		Issued: t0, Expires: expires, State: state,
+	}
+}
+
+func TestRecordsRoundTrip(t *testing.T) {
+	db, _ := openTestDB(t)
+	pool := &kms.Pool{Peer: "KME-B", NextSeq: 7, Owned: []string{"b1", "b3"}, Available: 100, Pending: 5, Reserved: 64}
+	block := &kms.Block{Peer: "KME-B", ID: "b1", Seq: 3, Bytes: 4096, Owner: "KME-A", State: kms.BlockVerified,
+		Tag: []byte{1, 2, 3}, Next: 64, Released: 32, QBER: 0.021, Ingested: t0}
+	resv := reservation("k1", t0.Add(time.Minute), kms.KeyIssued)
+	mustUpdate(t, db, 1, func(tx kms.Tx) error {
+		return errors.Join(tx.PutPool(pool), tx.PutBlock(block), tx.PutReservation(resv),
+			tx.PutRequest("r1", []byte("result")), tx.PutRequest("r-empty", nil))
+	})
+	mustView(t, db, func(tx kms.Tx) error {
+		p, err := tx.Pool("KME-B")
+		if err != nil || !reflect.DeepEqual(p, pool) {
+			t.Errorf("pool = %+v, %v; want %+v", p, err, pool)
+		}
+		b, err := tx.Block("KME-B", "b1")
+		if err != nil || !b.Ingested.Equal(block.Ingested) {
+			t.Fatalf("block = %+v, %v", b, err)
+		}
+		b.Ingested = block.Ingested
+		if !reflect.DeepEqual(b, block) {
+			t.Errorf("block = %+v, want %+v", b, block)
+		}
+		r, err := tx.Reservation("k1")
+		if err != nil || !r.Expires.Equal(resv.Expires) || !r.Issued.Equal(resv.Issued) {
+			t.Fatalf("reservation = %+v, %v", r, err)
+		}
+		r.Expires, r.Issued = resv.Expires, resv.Issued
+		if !reflect.DeepEqual(r, resv) {
+			t.Errorf("reservation = %+v, want %+v", r, resv)
+		}
+		if got, err := tx.Request("r1"); err != nil || string(got) != "result" {
+			t.Errorf("request r1 = %q, %v", got, err)
+		}
+		if got, err := tx.Request("r-empty"); err != nil || got == nil || len(got) != 0 {
+			t.Errorf("empty request result = %v, %v; want non-nil empty", got, err)
+		}
+		// Absent records are (nil, nil).
+		p, err = tx.Pool("nobody")
+		if p != nil || err != nil {
+			t.Errorf("absent pool = %v, %v", p, err)
+		}
+		b, err = tx.Block("KME-B", "nope")
+		if b != nil || err != nil {
+			t.Errorf("absent block = %v, %v", b, err)
+		}
+		r, err = tx.Reservation("nope")
+		if r != nil || err != nil {
+			t.Errorf("absent reservation = %v, %v", r, err)
+		}
+		res, err := tx.Request("nope")
+		if res != nil || err != nil {
+			t.Errorf("absent request = %v, %v", res, err)
+		}
+		return nil
+	})
+}
+
+func TestViewIsReadOnly(t *testing.T) {
+	db, _ := openTestDB(t)
+	writes := map[string]func(kms.Tx) error{
+		"PutPool":           func(tx kms.Tx) error { return tx.PutPool(&kms.Pool{Peer: "p"}) },
+		"PutBlock":          func(tx kms.Tx) error { return tx.PutBlock(&kms.Block{Peer: "p", ID: "b"}) },
+		"PutReservation":    func(tx kms.Tx) error { return tx.PutReservation(reservation("k", t0, kms.KeyIssued)) },
+		"DeleteReservation": func(tx kms.Tx) error { return tx.DeleteReservation("k") },
+		"PutRequest":        func(tx kms.Tx) error { return tx.PutRequest("r", nil) },
+		"PutMaterial":       func(tx kms.Tx) error { return tx.PutMaterial("p", "b", []byte{1}) },
+		"EraseMaterial":     func(tx kms.Tx) error { return tx.EraseMaterial("p", "b", 0, 1) },
+		"DropMaterial":      func(tx kms.Tx) error { return tx.DropMaterial("p", "b") },
+	}
+	for name, w := range writes {
+		t.Run(name, func(t *testing.T) {
+			if err := db.View(w); !errors.Is(err, ErrReadOnly) {
+				t.Fatalf("err = %v, want ErrReadOnly", err)
+			}
+		})
+	}
+}
+
+func TestUpdateRollbackAndIndex(t *testing.T) {
+	db, _ := openTestDB(t)
+	mustUpdate(t, db, 5, func(tx kms.Tx) error { return tx.PutPool(&kms.Pool{Peer: "p", NextSeq: 1}) })
+	boom := errors.New("boom")
+	err := db.Update(6, func(tx kms.Tx) error {
+		if err := tx.PutPool(&kms.Pool{Peer: "p", NextSeq: 2}); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v", err)
+	}
+	if idx, _ := db.AppliedIndex(); idx != 5 {
+		t.Fatalf("applied index after rollback = %d, want 5", idx)
+	}
+	mustView(t, db, func(tx kms.Tx) error {
+		if p, _ := tx.Pool("p"); p.NextSeq != 1 {
+			t.Errorf("rolled-back write visible: NextSeq %d", p.NextSeq)
+		}
+		return nil
+	})
+	for _, stale := range []uint64{5, 4} {
+		if err := db.Update(stale, func(kms.Tx) error { return nil }); !errors.Is(err, ErrStaleIndex) {
+			t.Errorf("Update(%d) err = %v, want ErrStaleIndex", stale, err)
+		}
+	}
+	// Index 0 applies without touching the recorded index.
+	mustUpdate(t, db, 0, func(tx kms.Tx) error { return tx.PutPool(&kms.Pool{Peer: "q"}) })
+	if idx, _ := db.AppliedIndex(); idx != 5 {
+		t.Fatalf("applied index = %d, want 5", idx)
+	}
+}
+
+func TestExpiryIndex(t *testing.T) {
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+	type step struct {
+		put *kms.Reservation
+		del string
+	}
+	tests := []struct {
+		name  string
+		steps []step
+		query time.Time
+		limit int
+		want  []string
+	}{
+		{"issued due and not due", []step{{put: reservation("a", at(1), kms.KeyIssued)}, {put: reservation("b", at(3), kms.KeyIssued)}},
+			at(2), 10, []string{"a"}},
+		{"inclusive bound", []step{{put: reservation("a", at(2), kms.KeyIssued)}}, at(2), 10, []string{"a"}},
+		{"expiry order", []step{{put: reservation("z", at(1), kms.KeyIssued)}, {put: reservation("a", at(2), kms.KeyIssued)}, {put: reservation("m", at(0), kms.KeyIssued)}},
+			at(5), 10, []string{"m", "z", "a"}},
+		{"limit", []step{{put: reservation("a", at(1), kms.KeyIssued)}, {put: reservation("b", at(2), kms.KeyIssued)}}, at(5), 1, []string{"a"}},
+		{"zero limit", []step{{put: reservation("a", at(1), kms.KeyIssued)}}, at(5), 0, nil},
+		{"expiry moved later", []step{{put: reservation("a", at(1), kms.KeyIssued)}, {put: reservation("a", at(9), kms.KeyIssued)}}, at(5), 10, nil},
+		{"expiry moved earlier", []step{{put: reservation("a", at(9), kms.KeyIssued)}, {put: reservation("a", at(1), kms.KeyIssued)}}, at(5), 10, []string{"a"}},
+		{"fetched leaves index", []step{{put: reservation("a", at(1), kms.KeyIssued)}, {put: reservation("a", at(1), kms.KeyFetched)}}, at(5), 10, nil},
+		{"expired leaves index", []step{{put: reservation("a", at(1), kms.KeyIssued)}, {put: reservation("a", at(1), kms.KeyExpired)}}, at(5), 10, nil},
+		{"deleted leaves index", []step{{put: reservation("a", at(1), kms.KeyIssued)}, {del: "a"}}, at(5), 10, nil},
+		{"zero expiry never due", []step{{put: reservation("a", time.Time{}, kms.KeyIssued)}}, at(5), 10, nil},
+		{"before 1970", []step{{put: reservation("old", time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC), kms.KeyIssued)}, {put: reservation("a", at(1), kms.KeyIssued)}},
+			at(0), 10, []string{"old"}},
+		{"far future", []step{{put: reservation("far", time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), kms.KeyIssued)}}, at(5), 10, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			db, _ := openTestDB(t)
+			for i, s := range tc.steps {
+				mustUpdate(t, db, uint64(i+1), func(tx kms.Tx) error {
+					if s.put != nil {
+						return tx.PutReservation(s.put)
+					}
+					return tx.DeleteReservation(s.del)
+				})
+			}
+			mustView(t, db, func(tx kms.Tx) error {
+				got, err := tx.ExpiredBefore(tc.query, tc.limit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(got, tc.want) {
+					t.Errorf("ExpiredBefore = %v, want %v", got, tc.want)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func TestBlocksInSeqOrder(t *testing.T) {
+	db, _ := openTestDB(t)
+	seqs := map[string]uint64{"zz": 1, "aa": 3, "mm": 2, "q": 10}
+	mustUpdate(t, db, 1, func(tx kms.Tx) error {
+		for id, s := range seqs {
+			if err := tx.PutBlock(&kms.Block{Peer: "KME-B", ID: id, Seq: s}); err != nil {
+				return err
+			}
+		}
+		// Another pool, and a peer whose name is a prefix of the first, must not leak in.
+		return errors.Join(tx.PutBlock(&kms.Block{Peer: "KME-C", ID: "c1", Seq: 0}),
+			tx.PutBlock(&kms.Block{Peer: "KME-", ID: "x", Seq: 0}))
+	})
+	// Re-putting a block with a new Seq moves it.
+	mustUpdate(t, db, 2, func(tx kms.Tx) error { return tx.PutBlock(&kms.Block{Peer: "KME-B", ID: "q", Seq: 0}) })
+	var got []string
+	mustView(t, db, func(tx kms.Tx) error {
+		return tx.Blocks("KME-B", func(b *kms.Block) bool { got = append(got, b.ID); return true })
+	})
+	if want := []string{"q", "zz", "mm", "aa"}; !slices.Equal(got, want) {
+		t.Fatalf("Blocks = %v, want %v", got, want)
+	}
+	got = nil
+	mustView(t, db, func(tx kms.Tx) error {
+		return tx.Blocks("KME-B", func(b *kms.Block) bool { got = append(got, b.ID); return len(got) < 2 })
+	})
+	if len(got) != 2 {
+		t.Fatalf("Blocks did not stop: %v", got)
+	}
+}
+
+// TestIterationWhileWriting covers kms leader loops that update records as they walk them,
+// across more records than one iteration chunk.
+func TestIterationWhileWriting(t *testing.T) {
+	db, _ := openTestDB(t)
+	const n = 700
+	mustUpdate(t, db, 1, func(tx kms.Tx) error {
+		for i := range n {
+			if err := tx.PutReservation(reservation(fmt.Sprintf("k%04d", i), t0, kms.KeyIssued)); err != nil {
+				return err
+			}
+			if err := tx.PutPool(&kms.Pool{Peer: fmt.Sprintf("p%04d", i)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	seen := 0
+	mustUpdate(t, db, 2, func(tx kms.Tx) error {
+		err := tx.Reservations(func(r *kms.Reservation) bool {
+			seen++
+			r.State = kms.KeyFetched
+			if err := tx.PutReservation(r); err != nil {
+				t.Error(err)
+				return false
+			}
+			// Deleting a later record must make iteration skip it, not fail.
+			var i int
+			fmt.Sscanf(r.KeyID, "k%d", &i)
+			if i%100 == 50 {
+				if err := tx.DeleteReservation(fmt.Sprintf("k%04d", i+1)); err != nil {
+					t.Error(err)
+				}
+			}
+			return true
+		})
+		return err
+	})
+	if want := n - 7; seen != want { // k0051, k0151, ... k0651 were deleted ahead of the walk
+		t.Fatalf("visited %d reservations, want %d", seen, want)
+	}
+	pools := 0
+	mustView(t, db, func(tx kms.Tx) error {
+		if ids, _ := tx.ExpiredBefore(t0.Add(time.Hour), n); len(ids) != 0 {
+			t.Errorf("fetched reservations still in expiry index: %d", len(ids))
+		}
+		return tx.Pools(func(*kms.Pool) bool { pools++; return true })
+	})
+	if pools != n {
+		t.Fatalf("Pools visited %d, want %d", pools, n)
+	}
+}
+
+func FuzzDecodeReservation(f *testing.F) {
+	good, _ := encodeRecord(make([]byte, 9), reservation("k", t0, kms.KeyIssued))
+	f.Add(good)
+	f.Add([]byte{1})
+	f.Add([]byte{2, 0, 0})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var r kms.Reservation
+		err := decodeRecord(raw, 9, &r)
+		if err != nil && !errors.Is(err, ErrTampered) {
+			t.Fatalf("decode error not ErrTampered: %v", err)
+		}
+	})
+}
