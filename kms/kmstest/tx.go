@@ -236,6 +236,9 @@ func (t *Tx) DropMaterial(peer, blockID string) error {
 	return nil
 }
 
+// Writes counts the writes attempted so far.
+func (t *Tx) Writes() int { return t.writes }
+
 // HasMaterial says whether a block's material is still stored (not dropped).
 func (t *Tx) HasMaterial(peer, blockID string) bool {
 	_, ok := t.mat[bkey(peer, blockID)]
