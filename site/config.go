@@ -1,0 +1,132 @@
+package site
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/qkms/qkms/kms"
+)
+
+// Config is everything one node of one site needs. It is read from a YAML file (qkms serve
+// --config) and may be overridden by flags; README.md documents every field.
+type Config struct {
+	KMEID  string `yaml:"kme_id"`  // this site's KME ID (the CN of its KME certificate)
+	NodeID string `yaml:"node_id"` // this node's ID inside the site's raft cluster
+	// DataDir holds the node's bbolt state file, raft log and snapshots.
+	DataDir string `yaml:"data_dir"`
+	// MasterKeyFile holds the site's 256-bit master key (64 hex chars, mode 0600). Empty: the
+	// key is read from the environment variable QKMS_MASTER_KEY. All nodes of a site share it.
+	MasterKeyFile string `yaml:"master_key_file"`
+
+	TLS    TLSConfig    `yaml:"tls"`
+	Listen ListenConfig `yaml:"listen"`
+	Raft   RaftConfig   `yaml:"raft"`
+
+	// Peers are the other sites this site shares QKD links with.
+	Peers []PeerConfig `yaml:"peers"`
+	// SAEs maps every SAE ID in the network to the KME ID that serves it.
+	SAEs map[string]string `yaml:"saes"`
+
+	Limits kms.Limits `yaml:"limits"`
+	// KeyTTL is how long an issued key waits for its slaves before it expires and is erased.
+	KeyTTL time.Duration `yaml:"key_ttl"`
+
+	// Upstream, when set, takes key from a vendor QKD device speaking ETSI GS QKD 014.
+	Upstream []UpstreamConfig `yaml:"upstream"`
+}
+
+// TLSConfig names the PEM files of the node's KME certificate and of the CA that signs the
+// certificates of SAEs, KMEs and admins.
+type TLSConfig struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// ListenConfig holds the node's listener addresses; an empty address disables that listener.
+type ListenConfig struct {
+	ETSI014 string `yaml:"etsi014"` // ETSI GS QKD 014 REST for SAEs (mTLS)
+	Peer    string `yaml:"peer"`    // peer channel for other sites' KMEs (gRPC, mTLS)
+	Raft    string `yaml:"raft"`    // raft transport between the nodes of this site (mTLS)
+}
+
+// RaftConfig says how the node joins its site's raft cluster.
+type RaftConfig struct {
+	// Bootstrap makes this node form a new cluster on first start (exactly one node per site).
+	Bootstrap bool `yaml:"bootstrap"`
+	// Advertise is the raft address other nodes dial; defaults to Listen.Raft.
+	Advertise string `yaml:"advertise"`
+}
+
+// PeerConfig names another site and the peer-channel addresses of its nodes (any will do).
+type PeerConfig struct {
+	KMEID string   `yaml:"kme_id"`
+	Addrs []string `yaml:"addrs"`
+}
+
+// UpstreamConfig is one vendor QKD device this site consumes as an SAE over ETSI 014. The
+// device pair shares a link with Peer: the site whose KME ID sorts first calls enc_keys for
+// RemoteSAE; the other learns the key IDs over the peer channel and calls dec_keys.
+type UpstreamConfig struct {
+	Peer      string `yaml:"peer"`       // KME ID of the qkms site at the other end of the link
+	URL       string `yaml:"url"`        // https://device:port of this end's device
+	RemoteSAE string `yaml:"remote_sae"` // SAE ID the other qkms site has at its own device
+	CA        string `yaml:"ca"`
+	Cert      string `yaml:"cert"` // this site's SAE certificate at its device
+	Key       string `yaml:"key"`
+	// KeySize is the size of the keys taken from the device, in bits (default 8192).
+	KeySize int `yaml:"key_size"`
+	// Number is the number of keys per enc_keys call (default 16).
+	Number int `yaml:"number"`
+}
+
+// LoadConfig reads a YAML config file; unknown fields are an error so typos are caught.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	f, err := os.Open(path)
+	if err != nil {
+		return c, fmt.Errorf("site: config: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("site: config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func (c *Config) fill() error {
+	if c.KMEID == "" {
+		return errors.New("site: config: kme_id is required")
+	}
+	if c.NodeID == "" {
+		c.NodeID = c.KMEID
+	}
+	if c.DataDir == "" {
+		return errors.New("site: config: data_dir is required")
+	}
+	if c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "" {
+		return errors.New("site: config: tls.ca, tls.cert and tls.key are required (run `qkms certs` for a development PKI)")
+	}
+	if c.KeyTTL <= 0 {
+		c.KeyTTL = 10 * time.Minute
+	}
+	if c.Raft.Advertise == "" {
+		c.Raft.Advertise = c.Listen.Raft
+	}
+	for i := range c.Upstream {
+		u := &c.Upstream[i]
+		if u.KeySize == 0 {
+			u.KeySize = 8192
+		}
+		if u.Number == 0 {
+			u.Number = 16
+		}
+	}
+	return nil
+}

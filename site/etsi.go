@@ -1,0 +1,147 @@
+package site
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/qkms/qkms/api/etsi014"
+	"github.com/qkms/qkms/kms"
+)
+
+// etsiService implements ETSI GS QKD 014 for SAEs on top of the replicated kms state.
+type etsiService struct{ n *Node }
+
+func errorsIsApplied(err error) bool { return errors.Is(err, kms.ErrAlreadyApplied) }
+
+func (s etsiService) Status(ctx context.Context, master, slave string) (*etsi014.Status, error) {
+	var st kms.StatusInfo
+	err := s.n.rn.Read(ctx, func(tx kms.Tx) error {
+		var err error
+		st, err = s.n.machine.Status(tx, master, slave)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &etsi014.Status{
+		SourceKMEID: st.SourceKMEID, TargetKMEID: st.TargetKMEID,
+		MasterSAEID: st.MasterSAEID, SlaveSAEID: st.SlaveSAEID,
+		KeySize: st.KeySize, StoredKeyCount: st.StoredKeyCount, MaxKeyCount: st.MaxKeyCount,
+		MaxKeyPerRequest: st.MaxKeyPerRequest, MaxKeySize: st.MaxKeySize, MinKeySize: st.MinKeySize,
+		MaxSAEIDCount: st.MaxSAEIDCount,
+	}, nil
+}
+
+func (s etsiService) GetKey(ctx context.Context, master, slave string, req etsi014.KeyRequest) ([]etsi014.DeliveredKey, error) {
+	n := s.n
+	number, size := req.Number, req.Size
+	if number == 0 {
+		number = 1
+	}
+	if size == 0 {
+		size = n.machine.Limits().KeySize
+	}
+	if err := n.machine.ValidateIssue(master, slave, number, size, req.AdditionalSlaveSAEIDs); err != nil {
+		return nil, err
+	}
+	peerKME, _ := n.machine.Registry().KME(slave)
+	ids := make([]string, number)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+	}
+	now := time.Now().UTC()
+	res, err := n.propose(ctx, &kms.Command{
+		Time:  now,
+		ReqID: "issue/" + ids[0],
+		Issue: &kms.IssueCmd{
+			Self: n.cfg.KMEID, Peer: peerKME, Master: master,
+			Slaves: append([]string{slave}, req.AdditionalSlaveSAEIDs...),
+			Bits:   size, KeyIDs: ids, Expires: now.Add(n.cfg.KeyTTL),
+			Provenance: kms.ProvenanceQKD,
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.enqueuePush(res.Reservations)
+	return deliver(res.Keys), nil
+}
+
+func (s etsiService) GetKeyWithIDs(ctx context.Context, slave, master string, keyIDs []string) ([]etsi014.DeliveredKey, error) {
+	n := s.n
+	if err := n.ensureReservations(ctx, master, keyIDs); err != nil {
+		return nil, err
+	}
+	res, err := n.propose(ctx, &kms.Command{
+		ReqID: "fetch/" + slave + "/" + uuid.NewString(),
+		Fetch: &kms.FetchCmd{Master: master, Caller: slave, KeyIDs: keyIDs},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return deliver(res.Keys), nil
+}
+
+// ensureReservations pulls from the master's site the reservations of keyIDs this site has not
+// received yet (a dec_keys that overtook the push). Unknown IDs stay unknown: Fetch then
+// answers "not found".
+func (n *Node) ensureReservations(ctx context.Context, master string, keyIDs []string) error {
+	var missing []string
+	err := n.rn.Read(ctx, func(tx kms.Tx) error {
+		for _, id := range keyIDs {
+			r, err := tx.Reservation(id)
+			if err != nil {
+				return err
+			}
+			if r == nil {
+				missing = append(missing, id)
+			}
+		}
+		return nil
+	})
+	if err != nil || len(missing) == 0 {
+		return err
+	}
+	owner, ok := n.machine.Registry().KME(master)
+	if !ok || owner == n.cfg.KMEID {
+		return nil // Fetch will report them as not found
+	}
+	c, err := n.peerClient(owner)
+	if err != nil {
+		return fmt.Errorf("%w: %v", kms.ErrNotConfirmed, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	rs, err := c.PullReservations(pctx, missing)
+	if err != nil {
+		return fmt.Errorf("%w: the issuing site %s cannot be reached; retry later", kms.ErrNotConfirmed, owner)
+	}
+	if len(rs) == 0 {
+		return nil
+	}
+	_, err = n.propose(ctx, &kms.Command{
+		ReqID:       "pull/" + rs[0].KeyID + fmt.Sprint(len(rs)),
+		PeerReserve: &kms.PeerReserveCmd{From: owner, Reservations: rs},
+	})
+	if err != nil && !errorsIsApplied(err) {
+		return err
+	}
+	return nil
+}
+
+func deliver(keys []kms.Key) []etsi014.DeliveredKey {
+	out := make([]etsi014.DeliveredKey, len(keys))
+	for i, k := range keys {
+		prov := kms.ProvenanceQKD
+		if k.Res != nil && k.Res.Provenance != "" {
+			prov = k.Res.Provenance
+		}
+		out[i] = etsi014.DeliveredKey{ID: k.ID, Bytes: k.Bytes,
+			Extension: map[string]any{"qkms_provenance": string(prov)}}
+	}
+	return out
+}

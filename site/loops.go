@@ -1,0 +1,233 @@
+package site
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/qkms/qkms/kms"
+	"github.com/qkms/qkms/peer"
+)
+
+// Background work runs only on the leader of the site, and restarts from the replicated state
+// whenever a node gains leadership: nothing it needs lives only in one node's memory.
+const (
+	loopTick       = 200 * time.Millisecond
+	compareBatch   = 256
+	pushBatch      = 512
+	expireBatch    = 4096
+	rebalanceEvery = 2 * time.Second
+)
+
+func (n *Node) leaderLoops() {
+	t := time.NewTicker(loopTick)
+	defer t.Stop()
+	wasLeader := false
+	var lastRebalance time.Time
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		case <-n.kick:
+		case rs := <-n.push:
+			if n.rn.IsLeader() {
+				n.pushReservations(append(rs, n.drainPush()...))
+			}
+			continue
+		}
+		if !n.rn.IsLeader() {
+			wasLeader = false
+			continue
+		}
+		if !wasLeader {
+			wasLeader = true
+			n.requeueUnpushed()
+		}
+		n.verifyPending()
+		n.expire()
+		if time.Since(lastRebalance) > rebalanceEvery {
+			lastRebalance = time.Now()
+			n.rebalance()
+		}
+	}
+}
+
+func (n *Node) enqueuePush(rs []kms.Reservation) {
+	if len(rs) == 0 {
+		return
+	}
+	select {
+	case n.push <- rs:
+	default:
+		// Queue full: the reservation stays unpushed in the store; the peer pulls it on demand
+		// and the next leadership change re-queues it.
+	}
+}
+
+func (n *Node) drainPush() []kms.Reservation {
+	var out []kms.Reservation
+	for len(out) < pushBatch {
+		select {
+		case rs := <-n.push:
+			out = append(out, rs...)
+		default:
+			return out
+		}
+	}
+	return out
+}
+
+// requeueUnpushed queues every live reservation this site issued that the peer has not
+// acknowledged yet, after this node became leader.
+func (n *Node) requeueUnpushed() {
+	var rs []kms.Reservation
+	n.db.View(func(tx kms.Tx) error {
+		return tx.Reservations(func(r *kms.Reservation) bool {
+			if r.Owner == n.cfg.KMEID && !r.Pushed && r.State == kms.KeyIssued {
+				rs = append(rs, *r)
+			}
+			return true
+		})
+	})
+	for len(rs) > 0 {
+		k := min(len(rs), pushBatch)
+		n.pushReservations(rs[:k])
+		rs = rs[k:]
+	}
+}
+
+// pushReservations sends reservations to their peers and records the acknowledgements.
+func (n *Node) pushReservations(rs []kms.Reservation) {
+	byPeer := map[string][]kms.Reservation{}
+	for _, r := range rs {
+		byPeer[r.Peer] = append(byPeer[r.Peer], r)
+	}
+	for p, list := range byPeer {
+		c, err := n.peerClient(p)
+		if err != nil {
+			n.log.Warn("push reservations: no peer channel", "peer", p, "err", err)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+		acc, rej, err := c.PushReservations(ctx, list)
+		cancel()
+		if err != nil {
+			n.log.Warn("push reservations failed; the peer will pull on demand", "peer", p, "keys", len(list), "err", err)
+			continue
+		}
+		for _, r := range rej {
+			n.log.Warn("peer rejected reservation", "peer", p, "key_id", r.KeyID, "reason", r.Reason, "detail", r.Detail)
+		}
+		if len(acc) > 0 {
+			if _, err := n.propose(n.ctx, &kms.Command{MarkPushed: &kms.MarkPushedCmd{KeyIDs: acc}}); err != nil {
+				n.log.Warn("record pushed reservations", "err", err)
+			}
+		}
+	}
+}
+
+// verifyPending compares the tags of blocks awaiting verification with each peer.
+func (n *Node) verifyPending() {
+	pending := map[string][]peer.BlockTag{}
+	n.db.View(func(tx kms.Tx) error {
+		return tx.Pools(func(p *kms.Pool) bool {
+			if p.Pending == 0 {
+				return true
+			}
+			tx.Blocks(p.Peer, func(b *kms.Block) bool {
+				if b.State == kms.BlockPending {
+					pending[p.Peer] = append(pending[p.Peer], peer.BlockTag{BlockID: b.ID, Tag: b.Tag})
+				}
+				return len(pending[p.Peer]) < compareBatch
+			})
+			return true
+		})
+	})
+	for p, tags := range pending {
+		c, err := n.peerClient(p)
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+		verdicts, err := c.CompareBlocks(ctx, tags)
+		cancel()
+		if err != nil {
+			n.log.Debug("compare blocks", "peer", p, "err", err)
+			continue
+		}
+		for _, v := range verdicts {
+			if v.Outcome == peer.OutcomeUnknown {
+				continue
+			}
+			match := v.Outcome == peer.OutcomeMatch
+			if !match {
+				n.log.Warn("block differs from the peer's copy; discarded", "peer", p, "block", v.BlockID)
+			}
+			if _, err := n.propose(n.ctx, &kms.Command{Verify: &kms.VerifyCmd{Peer: p, BlockID: v.BlockID, Match: match}}); err != nil {
+				n.log.Warn("record block verification", "peer", p, "block", v.BlockID, "err", err)
+			}
+		}
+	}
+}
+
+func (n *Node) expire() {
+	res, err := n.propose(n.ctx, &kms.Command{Expire: &kms.ExpireCmd{Limit: expireBatch}})
+	if err != nil {
+		n.log.Warn("expire keys", "err", err)
+		return
+	}
+	if len(res.Expired) > 0 {
+		n.log.Info("keys expired and erased", "count", len(res.Expired))
+	}
+}
+
+// rebalance asks a peer for blocks when this site owns much less free key than it holds
+// for the peer's issuing, so both directions can keep issuing when one drains faster.
+func (n *Node) rebalance() {
+	for _, peerKME := range n.peerIDs() {
+		var own, theirs int64
+		n.db.View(func(tx kms.Tx) error {
+			p, err := tx.Pool(peerKME)
+			if err != nil || p == nil {
+				return err
+			}
+			own = p.Available
+			return tx.Blocks(peerKME, func(b *kms.Block) bool {
+				if b.State == kms.BlockVerified && b.Owner == peerKME && b.Next == 0 {
+					theirs += int64(b.Bytes)
+				}
+				return true
+			})
+		})
+		if theirs == 0 || own*4 >= theirs {
+			continue
+		}
+		c, err := n.peerClient(peerKME)
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+		ids, err := c.RequestBlocks(ctx, uuid.NewString(), (theirs-own)/2)
+		cancel()
+		if err != nil || len(ids) == 0 {
+			continue
+		}
+		if _, err := n.propose(n.ctx, &kms.Command{Transfer: &kms.TransferCmd{Peer: peerKME, BlockIDs: ids, To: n.cfg.KMEID}}); err != nil {
+			n.log.Warn("record block transfer", "peer", peerKME, "err", err)
+		} else {
+			n.log.Info("rebalanced block ownership", "peer", peerKME, "blocks", len(ids))
+		}
+	}
+}
+
+func (n *Node) peerIDs() []string {
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	ids := make([]string, len(n.cfg.Peers))
+	for i, p := range n.cfg.Peers {
+		ids[i] = p.KMEID
+	}
+	return ids
+}

@@ -1,0 +1,216 @@
+package site
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/qkms/qkms/kms"
+	"github.com/qkms/qkms/pki"
+	"github.com/qkms/qkms/qkdsim"
+	"github.com/qkms/qkms/store"
+)
+
+// Pair is two single-node sites on loopback joined by an in-process simulated QKD link: the
+// network of `qkms demo` (and of `qkdsim serve`, whose sites play QKD devices).
+type Pair struct {
+	Layout pki.Layout
+	Sites  [2]*Node
+	SAEs   [2][]string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	linkMu sync.Mutex
+	err    error
+}
+
+// PairConfig describes the two sites and their link.
+type PairConfig struct {
+	Dir    string
+	KMEs   [2]string
+	SAEs   [2][]string
+	Link   *qkdsim.LinkConfig // nil: no link; the caller ingests blocks itself
+	Limits kms.Limits
+	// ETSI014 are the listen addresses of the sites' ETSI 014 listeners (default 127.0.0.1:0).
+	ETSI014 [2]string
+	Logger  *slog.Logger
+}
+
+// StartPair writes a development PKI and master keys into cfg.Dir, starts both sites on
+// loopback with bootstrapped single-node raft clusters, and starts the link feeding them.
+func StartPair(cfg PairConfig) (*Pair, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	kmes := map[string][]string{cfg.KMEs[0]: cfg.SAEs[0], cfg.KMEs[1]: cfg.SAEs[1]}
+	layout, err := pki.WriteDevPKI(filepath.Join(cfg.Dir, "pki"), kmes, true)
+	if err != nil {
+		return nil, err
+	}
+	registry := map[string]string{}
+	for i, k := range cfg.KMEs {
+		for _, s := range cfg.SAEs[i] {
+			registry[s] = k
+		}
+	}
+	p := &Pair{Layout: layout, SAEs: cfg.SAEs}
+	for i, k := range cfg.KMEs {
+		kme, _ := layout.Find(k)
+		dir, _ := filepath.Abs(filepath.Join(cfg.Dir, k))
+		keyFile := filepath.Join(dir, "master.key")
+		err := os.MkdirAll(dir, 0o700)
+		if err == nil {
+			if _, statErr := os.Stat(keyFile); statErr != nil {
+				err = store.GenerateMasterKey(keyFile)
+			}
+		}
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		raftAddr, err := freeLoopbackAddr()
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		etsiAddr := cfg.ETSI014[i]
+		if etsiAddr == "" {
+			etsiAddr = "127.0.0.1:0"
+		}
+		n, err := Open(Config{
+			KMEID: k, NodeID: k + "-1", DataDir: dir, MasterKeyFile: keyFile,
+			TLS:    TLSConfig{CA: layout.CACert, Cert: kme.Cert, Key: kme.Key},
+			Listen: ListenConfig{ETSI014: etsiAddr, Peer: "127.0.0.1:0", Raft: raftAddr},
+			Raft:   RaftConfig{Bootstrap: true},
+			SAEs:   registry, Limits: cfg.Limits,
+		}, cfg.Logger)
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("site %s: %w", k, err)
+		}
+		p.Sites[i] = n
+	}
+	p.Sites[0].SetPeer(cfg.KMEs[1], []string{p.Sites[1].PeerAddr()})
+	p.Sites[1].SetPeer(cfg.KMEs[0], []string{p.Sites[0].PeerAddr()})
+
+	if cfg.Link == nil {
+		return p, nil
+	}
+	link, err := qkdsim.NewLink(*cfg.Link)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		a, b := p.Sites[0], p.Sites[1]
+		err := link.Run(ctx,
+			func(blk qkdsim.Block) error {
+				return a.Ingest(ctx, b.KMEID(), blk.ID, blk.Seq, blk.Key, blk.QBER)
+			},
+			func(blk qkdsim.Block) error {
+				return b.Ingest(ctx, a.KMEID(), blk.ID, blk.Seq, blk.Key, blk.QBER)
+			})
+		if err != nil && ctx.Err() == nil {
+			cfg.Logger.Error("QKD link stopped", "err", err)
+			p.linkMu.Lock()
+			p.err = err
+			p.linkMu.Unlock()
+		}
+	}()
+	return p, nil
+}
+
+// WaitForKey returns once each site owns at least minBytes of verified key for the other.
+func (p *Pair) WaitForKey(ctx context.Context, minBytes int64) error {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ok := true
+		for i, n := range p.Sites {
+			if n.Available(p.Sites[1-i].KMEID()) < minBytes {
+				ok = false
+			}
+		}
+		if ok {
+			return nil
+		}
+		p.linkMu.Lock()
+		err := p.err
+		p.linkMu.Unlock()
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("site: waiting for key: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops the link and both sites.
+func (p *Pair) Close() error {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.wg.Wait()
+	var err error
+	for _, n := range p.Sites {
+		if n != nil {
+			if e := n.Close(); e != nil && err == nil {
+				err = e
+			}
+		}
+	}
+	return err
+}
+
+// Available is the verified key (bytes) this site may issue from on its link with peerKME.
+func (n *Node) Available(peerKME string) int64 {
+	var avail int64
+	n.db.View(func(tx kms.Tx) error {
+		p, err := tx.Pool(peerKME)
+		if p != nil {
+			avail = p.Available
+		}
+		return err
+	})
+	return avail
+}
+
+// SetPeer sets (or replaces) the peer-channel addresses of another site.
+func (n *Node) SetPeer(kme string, addrs []string) {
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	if c := n.peers[kme]; c != nil {
+		c.Close()
+		delete(n.peers, kme)
+	}
+	for i := range n.cfg.Peers {
+		if n.cfg.Peers[i].KMEID == kme {
+			n.cfg.Peers[i].Addrs = addrs
+			return
+		}
+	}
+	n.cfg.Peers = append(n.cfg.Peers, PeerConfig{KMEID: kme, Addrs: addrs})
+	sort.Slice(n.cfg.Peers, func(i, j int) bool { return n.cfg.Peers[i].KMEID < n.cfg.Peers[j].KMEID })
+}
+
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
