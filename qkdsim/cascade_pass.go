@@ -1,0 +1,361 @@
+package qkdsim
+
+// The passes of Cascade: how each pass groups the key's positions into blocks, and the parities
+// of ranges of a pass's order that both parties compute during the binary searches.
+//
+// A pass is a partition of the positions into blocks together with an order inside each block
+// (the order the binary search halves). Only the partition matters statistically (Brassard &
+// Salvail 1993, sec. 4: the point of the random permutation is to spread errors that were paired
+// in one block of an earlier pass over different blocks), so the three kinds below pick the
+// cheapest representation that gives the same partitions:
+//
+//   - passBlocks: consecutive blocks of k bits in the key's order, the first pass of BS93;
+//   - passShuffled: consecutive blocks of k bits of a seeded uniformly random permutation;
+//   - passSplit: the two-block passes (k = n/2) of Yan et al. and Martinez-Mateo et al. 2015:
+//     a seeded random bit mask sends each position to block 0 or 1, each block in key order.
+//     Block sizes are n/2 +- O(sqrt n) instead of exactly n/2, which changes nothing for the
+//     error statistics but costs n/64 random words instead of a permutation of n.
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"math/rand/v2"
+	"sort"
+)
+
+type passKind uint8
+
+const (
+	passBlocks passKind = iota
+	passShuffled
+	passSplit
+	passKinds // number of kinds, for validation
+)
+
+// passSpec is one pass of a Cascade schedule; k is the block size (unused by passSplit).
+type passSpec struct {
+	kind passKind
+	k    int
+}
+
+// cascadePass is one pass as one party sees it.
+type cascadePass struct {
+	spec passSpec
+	n    int
+	nb   int // number of blocks
+
+	// passShuffled
+	perm []uint32 // pass-order position -> key position
+	inv  []uint32 // key position -> pass-order position (Bob only)
+	sb   []uint64 // Bob: his key in pass order, kept in step with his corrections
+	// passBlocks and passShuffled, Alice only: prefix parities of her key in pass order,
+	// bit i = parity of positions [0, i], so every range parity is O(1).
+	pre []uint64
+
+	// passSplit
+	mask []uint64 // bit set: the position is in block 1
+	ones []uint32 // ones[w]: set bits of mask in words before w
+	n0   int      // size of block 0; block 0 is pass-order [0, n0), block 1 is [n0, n)
+
+	alice []uint8 // Alice's parity of each block (Bob learns them)
+	bob   []uint8 // Bob only: his current parity of each block, updated on every correction
+	busy  []bool  // Bob only: a binary search is running in the block
+
+	// Bob only, with sub-block reuse (Martinez-Mateo et al. 2015, sec. 4.2): what every
+	// bisection of a block revealed, as an implicit binary tree per block (root 1, children
+	// 2i and 2i+1, the left child being [s, s+(e-s)/2)). tree[blk*stride+i] is 0 while node i
+	// was never bisected, else 1 + Alice's parity of its left child; the right child's follows
+	// from the node's.
+	tree   []uint8
+	stride int
+}
+
+// enableReuse allocates the bisection trees of a pass of small blocks.
+func (c *cascadePass) enableReuse() {
+	if c.spec.kind == passSplit {
+		return // two huge blocks that rarely hold an error: not worth 4n bytes
+	}
+	depth := bits.Len(uint(c.spec.k - 1))
+	c.stride = 2 << depth
+	c.tree = make([]uint8, c.nb*c.stride)
+}
+
+// passRand returns the generator of pass p's shuffle: both parties derive it from Bob's seed.
+func passRand(seed [32]byte, p int) *rand.ChaCha8 {
+	binary.LittleEndian.PutUint64(seed[24:], binary.LittleEndian.Uint64(seed[24:])^uint64(p+1))
+	return rand.NewChaCha8(seed)
+}
+
+// bounded returns a uniform integer in [0, n) (Lemire 2019, "Fast random integer generation
+// in an interval").
+func bounded(r *rand.ChaCha8, n uint64) uint64 {
+	hi, lo := bits.Mul64(r.Uint64(), n)
+	if lo < n {
+		thresh := -n % n
+		for lo < thresh {
+			hi, lo = bits.Mul64(r.Uint64(), n)
+		}
+	}
+	return hi
+}
+
+// newCascadePass builds pass p of spec over key. Alice keeps prefix parities of her (fixed) key;
+// Bob keeps what he needs to follow his corrections.
+func newCascadePass(spec passSpec, key Bits, seed [32]byte, p int, bob bool) *cascadePass {
+	n := key.N
+	c := &cascadePass{spec: spec, n: n}
+	switch spec.kind {
+	case passBlocks, passShuffled:
+		c.nb = (n + spec.k - 1) / spec.k
+		if spec.kind == passShuffled {
+			c.perm = make([]uint32, n)
+			for i := range c.perm {
+				c.perm[i] = uint32(i)
+			}
+			r := passRand(seed, p)
+			for i := n - 1; i > 0; i-- { // Fisher-Yates
+				j := bounded(r, uint64(i+1))
+				c.perm[i], c.perm[j] = c.perm[j], c.perm[i]
+			}
+			g := gather(key, c.perm)
+			if bob {
+				c.sb = g
+				c.inv = make([]uint32, n)
+				for i, x := range c.perm {
+					c.inv[x] = uint32(i)
+				}
+			} else {
+				c.pre = g
+			}
+		} else if !bob {
+			c.pre = append([]uint64(nil), key.W...)
+		}
+		if !bob {
+			prefixParity(c.pre)
+		}
+	case passSplit:
+		c.nb = 2
+		r := passRand(seed, p)
+		c.mask = make([]uint64, len(key.W))
+		c.ones = make([]uint32, len(key.W)+1)
+		for i := range c.mask {
+			c.mask[i] = r.Uint64()
+		}
+		if rem := uint(n & 63); rem != 0 {
+			c.mask[len(c.mask)-1] &= uint64(1)<<rem - 1
+		}
+		for i, m := range c.mask {
+			c.ones[i+1] = c.ones[i] + uint32(bits.OnesCount64(m))
+		}
+		c.n0 = n - int(c.ones[len(c.mask)])
+	}
+	c.alice = make([]uint8, c.nb)
+	if bob {
+		c.bob = make([]uint8, c.nb)
+		c.busy = make([]bool, c.nb)
+		for b := range c.bob {
+			s, e := c.blockRange(b)
+			c.bob[b] = c.bobParity(key, b, s, e)
+		}
+	}
+	return c
+}
+
+// gather returns key in the order of perm, packed.
+func gather(key Bits, perm []uint32) []uint64 {
+	out := make([]uint64, len(key.W))
+	kw := key.W
+	for w := range out {
+		base := w << 6
+		end := min(base+64, len(perm))
+		var x uint64
+		for i := base; i < end; i++ {
+			p := perm[i]
+			x |= (kw[p>>6] >> (p & 63) & 1) << uint(i-base)
+		}
+		out[w] = x
+	}
+	return out
+}
+
+// prefixParity turns w into its prefix parities in place: bit i becomes the XOR of bits [0, i].
+func prefixParity(w []uint64) {
+	var carry uint64
+	for i, x := range w {
+		x ^= x << 1
+		x ^= x << 2
+		x ^= x << 4
+		x ^= x << 8
+		x ^= x << 16
+		x ^= x << 32
+		x ^= -carry
+		w[i] = x
+		carry = x >> 63
+	}
+}
+
+// parityRange is the parity of bits [s, e) of the packed words w.
+func parityRange(w []uint64, s, e int) uint8 {
+	if s >= e {
+		return 0
+	}
+	ws, we := s>>6, (e-1)>>6
+	lo := ^uint64(0) << uint(s&63)
+	hi := ^uint64(0) >> uint(63-(e-1)&63)
+	if ws == we {
+		return uint8(bits.OnesCount64(w[ws]&lo&hi) & 1)
+	}
+	acc := w[ws]&lo ^ w[we]&hi
+	for _, x := range w[ws+1 : we] {
+		acc ^= x
+	}
+	return uint8(bits.OnesCount64(acc) & 1)
+}
+
+// blockRange is block b's range in pass order.
+func (c *cascadePass) blockRange(b int) (s, e int) {
+	if c.spec.kind == passSplit {
+		if b == 0 {
+			return 0, c.n0
+		}
+		return c.n0, c.n
+	}
+	return b * c.spec.k, min((b+1)*c.spec.k, c.n)
+}
+
+// blockOf is the block holding pass-order range [s, e), or -1 if the range is empty, out of
+// bounds or straddles two blocks.
+func (c *cascadePass) blockOf(s, e int) int {
+	if s < 0 || s >= e || e > c.n {
+		return -1
+	}
+	var bs, be int
+	if c.spec.kind == passSplit {
+		bs, be = boolInt(s >= c.n0), boolInt(e-1 >= c.n0)
+	} else {
+		bs, be = s/c.spec.k, (e-1)/c.spec.k
+	}
+	if bs != be {
+		return -1
+	}
+	return bs
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// aliceParity is the parity of Alice's key over pass-order range [s, e) inside block b.
+func (c *cascadePass) aliceParity(key Bits, b, s, e int) uint8 {
+	if c.spec.kind == passSplit {
+		return c.splitParity(key.W, b, s, e)
+	}
+	return prefixBit(c.pre, e) ^ prefixBit(c.pre, s)
+}
+
+// prefixBit is the parity of [0, i) from prefix parities.
+func prefixBit(pre []uint64, i int) uint8 {
+	if i == 0 {
+		return 0
+	}
+	i--
+	return uint8(pre[i>>6] >> uint(i&63) & 1)
+}
+
+// bobParity is the parity of Bob's current key over pass-order range [s, e) inside block b.
+func (c *cascadePass) bobParity(key Bits, b, s, e int) uint8 {
+	switch c.spec.kind {
+	case passBlocks:
+		return parityRange(key.W, s, e)
+	case passShuffled:
+		return parityRange(c.sb, s, e)
+	default:
+		return c.splitParity(key.W, b, s, e)
+	}
+}
+
+// splitWord is block b's selection mask for word w.
+func (c *cascadePass) splitWord(b, w int) uint64 {
+	if b == 1 {
+		return c.mask[w]
+	}
+	return ^c.mask[w]
+}
+
+// splitRank is the number of block-b positions in words before w.
+func (c *cascadePass) splitRank(b, w int) int {
+	if b == 1 {
+		return int(c.ones[w])
+	}
+	return 64*w - int(c.ones[w])
+}
+
+// splitSelect locates the r-th position (0-based) of block b: word and bit.
+func (c *cascadePass) splitSelect(b, r int) (int, uint) {
+	w := sort.Search(len(c.mask), func(i int) bool { return c.splitRank(b, i+1) > r })
+	x := c.splitWord(b, w)
+	for k := r - c.splitRank(b, w); k > 0; k-- {
+		x &= x - 1
+	}
+	return w, uint(bits.TrailingZeros64(x))
+}
+
+// splitParity is the parity of kw over pass-order range [s, e) of block b of a split pass.
+func (c *cascadePass) splitParity(kw []uint64, b, s, e int) uint8 {
+	if s >= e {
+		return 0
+	}
+	if b == 1 {
+		s, e = s-c.n0, e-c.n0
+	}
+	wl, bl := c.splitSelect(b, s)
+	wh, bh := c.splitSelect(b, e-1)
+	lo := ^uint64(0) << bl
+	hi := ^uint64(0) >> (63 - bh)
+	if wl == wh {
+		return uint8(bits.OnesCount64(kw[wl]&c.splitWord(b, wl)&lo&hi) & 1)
+	}
+	acc := kw[wl]&c.splitWord(b, wl)&lo ^ kw[wh]&c.splitWord(b, wh)&hi
+	for w := wl + 1; w < wh; w++ {
+		acc ^= kw[w] & c.splitWord(b, w)
+	}
+	return uint8(bits.OnesCount64(acc) & 1)
+}
+
+// keyPos is the key position at pass-order position i.
+func (c *cascadePass) keyPos(i int) int {
+	switch c.spec.kind {
+	case passBlocks:
+		return i
+	case passShuffled:
+		return int(c.perm[i])
+	default:
+		b := boolInt(i >= c.n0)
+		if b == 1 {
+			i -= c.n0
+		}
+		w, bit := c.splitSelect(b, i)
+		return w<<6 | int(bit)
+	}
+}
+
+// flip records Bob's correction of key position x and returns the block of this pass that
+// holds it.
+func (c *cascadePass) flip(x int) int {
+	var b int
+	switch c.spec.kind {
+	case passBlocks:
+		b = x / c.spec.k
+	case passShuffled:
+		i := c.inv[x]
+		c.sb[i>>6] ^= uint64(1) << (i & 63)
+		b = int(i) / c.spec.k
+	default:
+		b = int(c.mask[x>>6] >> uint(x&63) & 1)
+	}
+	c.bob[b] ^= 1
+	return b
+}
