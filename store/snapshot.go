@@ -41,11 +41,7 @@ func (db *DB) Restore(r io.Reader) error {
 		os.Remove(tmp)
 		return fmt.Errorf("store: restore %s: %w", db.path, err)
 	}
-	check, err := db.openBolt(tmp)
-	if err == nil {
-		err = check.Close()
-	}
-	if err != nil {
+	if err := db.validateSnapshot(tmp); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("store: restore %s: snapshot rejected: %w", db.path, err)
 	}
@@ -78,6 +74,41 @@ func (db *DB) Restore(r io.Reader) error {
 		return fmt.Errorf("store: restore %s: %w", db.path, renameErr)
 	}
 	return nil
+}
+
+// validateSnapshot checks that the file at path is a consistent bbolt file written by a store
+// sealed under this node's master key. (bbolt would initialise an empty file as a fresh
+// database, which must not replace a node's state.)
+func (db *DB) validateSnapshot(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Size() == 0 {
+		return errors.New("empty snapshot")
+	}
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	return b.View(func(btx *bolt.Tx) error {
+		meta := btx.Bucket(bucketMeta)
+		if meta == nil || meta.Get(keyCheck) == nil {
+			return errors.New("not a qkms store (no master-key check record)")
+		}
+		if err := db.verifyCheck(meta.Get(keyCheck)); err != nil {
+			return err
+		}
+		// Drain the whole channel: Check's goroutine uses btx until it closes it.
+		var first error
+		for err := range btx.Check() {
+			if first == nil {
+				first = fmt.Errorf("inconsistent bbolt file: %w", err)
+			}
+		}
+		return first
+	})
 }
 
 func writeSynced(path string, r io.Reader) error {
