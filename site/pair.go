@@ -24,6 +24,7 @@ type Pair struct {
 	Sites  [2]*Node
 	SAEs   [2][]string
 
+	logger *slog.Logger
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	linkMu sync.Mutex
@@ -37,6 +38,10 @@ type PairConfig struct {
 	SAEs   [2][]string
 	Link   *qkdsim.LinkConfig // nil: no link; the caller ingests blocks itself
 	Limits kms.Limits
+	// Upstream lists, per site, vendor devices it takes key from (instead of or besides Link).
+	Upstream [2][]UpstreamConfig
+	// KeyTTL of issued keys (0: the default).
+	KeyTTL time.Duration
 	// ETSI014 are the listen addresses of the sites' ETSI 014 listeners (default 127.0.0.1:0).
 	ETSI014 [2]string
 	Logger  *slog.Logger
@@ -59,7 +64,7 @@ func StartPair(cfg PairConfig) (*Pair, error) {
 			registry[s] = k
 		}
 	}
-	p := &Pair{Layout: layout, SAEs: cfg.SAEs}
+	p := &Pair{Layout: layout, SAEs: cfg.SAEs, logger: cfg.Logger}
 	for i, k := range cfg.KMEs {
 		kme, _ := layout.Find(k)
 		dir, _ := filepath.Abs(filepath.Join(cfg.Dir, k))
@@ -88,7 +93,8 @@ func StartPair(cfg PairConfig) (*Pair, error) {
 			TLS:    TLSConfig{CA: layout.CACert, Cert: kme.Cert, Key: kme.Key},
 			Listen: ListenConfig{ETSI014: etsiAddr, Peer: "127.0.0.1:0", Raft: raftAddr},
 			Raft:   RaftConfig{Bootstrap: true},
-			SAEs:   registry, Limits: cfg.Limits,
+			SAEs:   registry, Limits: cfg.Limits, KeyTTL: cfg.KeyTTL,
+			Upstream: cfg.Upstream[i],
 		}, cfg.Logger)
 		if err != nil {
 			p.Close()
@@ -173,6 +179,24 @@ func (p *Pair) Close() error {
 		}
 	}
 	return err
+}
+
+// Restart closes site i and opens it again from its data directory, as after a crash or an
+// upgrade; its listeners come back on the same addresses.
+func (p *Pair) Restart(i int) error {
+	n := p.Sites[i]
+	cfg := n.cfg
+	cfg.Listen.ETSI014, cfg.Listen.Peer = n.ETSI014Addr(), n.PeerAddr()
+	if err := n.Close(); err != nil {
+		return err
+	}
+	p.Sites[i] = nil
+	n, err := Open(cfg, p.logger)
+	if err != nil {
+		return err
+	}
+	p.Sites[i] = n
+	return nil
 }
 
 // Available is the verified key (bytes) this site may issue from on its link with peerKME.
