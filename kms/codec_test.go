@@ -1,0 +1,87 @@
+package kms_test
+
+import (
+	"bytes"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/qkms/qkms/kms"
+)
+
+func sampleBatch() []*kms.Command {
+	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	return []*kms.Command{
+		{Time: at, ReqID: "r1", Ingest: &kms.IngestCmd{Peer: kmeB, BlockID: "b1", Bytes: 4, Tag: []byte{1}, Sealed: []byte{1, 2, 3, 4}, QBER: 0.02}},
+		{Time: at, Verify: &kms.VerifyCmd{Peer: kmeB, BlockID: "b1", Match: true}},
+		{Time: at, Issue: &kms.IssueCmd{Self: kmeA, Peer: kmeB, Master: "SAE-A1", Slaves: []string{"SAE-B1"}, Bits: 256, KeyIDs: []string{"k"}, Expires: at.Add(time.Hour), Provenance: kms.ProvenanceQKD}},
+		{Time: at, Fetch: &kms.FetchCmd{Master: "SAE-A1", Caller: "SAE-B1", KeyIDs: []string{"k"}}},
+		{Time: at, PeerReserve: &kms.PeerReserveCmd{From: kmeA, Reservations: []kms.Reservation{{KeyID: "k", Ranges: []kms.Range{{Block: "b1", Len: 4}}}}}},
+		{Time: at, MarkPushed: &kms.MarkPushedCmd{KeyIDs: []string{"k"}}},
+		{Time: at, Expire: &kms.ExpireCmd{Limit: 3}},
+		{Time: at, Transfer: &kms.TransferCmd{Peer: kmeB, BlockIDs: []string{"b1"}, To: kmeB}},
+	}
+}
+
+func TestBatchRoundTrip(t *testing.T) {
+	in := sampleBatch()
+	data, err := kms.EncodeBatch(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := kms.DecodeBatch(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Fatalf("round trip differs:\n%+v\n%+v", in, out)
+	}
+}
+
+func TestDecodeBatchRejects(t *testing.T) {
+	good, _ := kms.EncodeBatch(sampleBatch()[:1])
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{
+		{"empty", nil},
+		{"version", append([]byte{9}, good[1:]...)},
+		{"not json", []byte("\x01{{")},
+		{"object", []byte("\x01{}")},
+		{"null", []byte("\x01null")},
+		{"null command", []byte("\x01[null]")},
+		{"no operation", []byte(`` + "\x01" + `[{"t":"2025-01-01T00:00:00Z"}]`)},
+		{"two operations", []byte("\x01" + `[{"expire":{"limit":1},"mark_pushed":{"key_ids":["k"]}}]`)},
+		{"unknown field", []byte("\x01" + `[{"expire":{"limit":1},"bogus":1}]`)},
+		{"trailing", append(bytes.Clone(good), []byte("[]")...)},
+	} {
+		if _, err := kms.DecodeBatch(tc.data); err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+	if _, err := kms.EncodeBatch([]*kms.Command{nil}); err == nil {
+		t.Error("encoded a nil command")
+	}
+}
+
+// FuzzDecodeBatch: decoding never panics, and what it accepts re-encodes to an equal batch.
+func FuzzDecodeBatch(f *testing.F) {
+	good, _ := kms.EncodeBatch(sampleBatch())
+	f.Add(good)
+	f.Add([]byte("\x01[]"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cmds, err := kms.DecodeBatch(data)
+		if err != nil {
+			return
+		}
+		again, err := kms.EncodeBatch(cmds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmds2, err := kms.DecodeBatch(again)
+		if err != nil || len(cmds2) != len(cmds) {
+			t.Fatalf("re-decode: %v", err)
+		}
+	})
+}
