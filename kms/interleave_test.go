@@ -22,11 +22,11 @@ type byteAt struct {
 type model struct {
 	t       *testing.T
 	l       *link
-	issuer  map[byteAt]string          // byte -> site that issued it (cross-site overlap check)
+	issuer  map[byteAt]string            // byte -> site that issued it (cross-site overlap check)
 	handed  map[string]map[byteAt]string // site -> byte -> key ID handed out there
-	issued  map[string][]byte          // key ID -> bytes given to the master
-	res     map[string]kms.Reservation // key ID -> reservation as issued
-	fetched map[string][]string        // key ID -> slaves that got it
+	issued  map[string][]byte            // key ID -> bytes given to the master
+	res     map[string]kms.Reservation   // key ID -> reservation as issued
+	fetched map[string][]string          // key ID -> slaves that got it
 	outbox  map[string][]kms.Reservation
 	pendVer map[string][]string // site -> blocks it has yet to verify
 	xfers   map[string][]*kms.TransferCmd
