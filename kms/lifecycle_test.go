@@ -70,6 +70,13 @@ func TestMasterSlaveSameBytes(t *testing.T) {
 	if err != nil || len(rs) != 3 {
 		t.Fatalf("lookup: %d, %v", len(rs), err)
 	}
+	// The push acknowledged, the owner marks it; unknown IDs in the ack are skipped.
+	l.must(l.a, &kms.Command{MarkPushed: &kms.MarkPushedCmd{KeyIDs: append(ids(is.Keys), "unknown")}})
+	for _, id := range ids(is.Keys) {
+		if r, _ := l.a.tx.Reservation(id); r == nil || !r.Pushed {
+			t.Fatalf("reservation %s not marked pushed", id)
+		}
+	}
 }
 
 // TestFetchRules: the 401 rule and the other refusals of Get key with key IDs; each leaves both
