@@ -1,0 +1,73 @@
+package etsi014
+
+import (
+	"context"
+	"crypto/rand"
+	"net/http"
+	"testing"
+)
+
+// oneKeyService hands out one fresh 256-bit key per call and accepts any key ID, so the
+// benchmarks measure the handler (routing, identity, JSON decode, encode, wiping) alone.
+type oneKeyService struct{}
+
+func (oneKeyService) Status(ctx context.Context, master, slave string) (*Status, error) {
+	return &Status{}, nil
+}
+
+func (oneKeyService) GetKey(ctx context.Context, master, slave string, req KeyRequest) ([]DeliveredKey, error) {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return []DeliveredKey{{ID: "6c5d2b4a-1f3e-4c6a-9b2d-8e7f6a5b4c3d", Bytes: b}}, nil
+}
+
+func (oneKeyService) GetKeyWithIDs(ctx context.Context, slave, master string, ids []string) ([]DeliveredKey, error) {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return []DeliveredKey{{ID: ids[0], Bytes: b}}, nil
+}
+
+// BenchmarkHandlerGetKey is one POST enc_keys of one 256-bit key through the handler,
+// in-process (no TLS, no sockets).
+func BenchmarkHandlerGetKey(b *testing.B) {
+	h := NewHandler(oneKeyService{}, Options{Logger: quietLog})
+	body := `{"number":1,"size":256}`
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := serveLocal(h, "SAE-A1", http.MethodPost, keysPath+"SAE-B1/enc_keys", body)
+		if rec.Code != 200 {
+			b.Fatal(rec.Code, rec.Body)
+		}
+	}
+}
+
+// BenchmarkHandlerGetKeyWithIDs is one POST dec_keys of one key ID through the handler.
+func BenchmarkHandlerGetKeyWithIDs(b *testing.B) {
+	h := NewHandler(oneKeyService{}, Options{Logger: quietLog})
+	body := `{"key_IDs":[{"key_ID":"6c5d2b4a-1f3e-4c6a-9b2d-8e7f6a5b4c3d"}]}`
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := serveLocal(h, "SAE-B1", http.MethodPost, keysPath+"SAE-A1/dec_keys", body)
+		if rec.Code != 200 {
+			b.Fatal(rec.Code, rec.Body)
+		}
+	}
+}
+
+// BenchmarkClientGetKeyTLS is the full path over keep-alive mutual TLS on loopback:
+// client encode, HTTP/1.1, handler, client decode. Run with -cpu to vary parallelism.
+func BenchmarkClientGetKeyTLS(b *testing.B) {
+	srv := startKME(b, oneKeyService{})
+	c := NewClient(srv.URL, tlsFor(b, "SAE-A1"))
+	defer c.CloseIdleConnections()
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			keys, err := c.GetKey(context.Background(), "SAE-B1", KeyRequest{Number: 1, Size: 256})
+			if err != nil || len(keys) != 1 {
+				b.Fatal(err)
+			}
+		}
+	})
+}
