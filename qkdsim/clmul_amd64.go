@@ -13,8 +13,18 @@ func mpBase512(tmp, s, z *uint64, b int)
 //go:noescape
 func xorWords512(dst, a, b *uint64, n int)
 
-var vpclmul512Kernel = mpKernel{name: "vpclmulqdq-512", maxBase: 47, round7: true,
-	base: mpBase512Go, xor: xor512}
+//go:noescape
+func mpBase128(tmp, s, z *uint64, b int)
+
+var vpclmul512Kernel = mpKernel{name: "vpclmulqdq-512", maxBase: 47, window: 8,
+	base: func(out, s, z, scratch []uint64) { mpBaseWindowed(out, s, z, scratch, 8, mpBase512) },
+	xor:  xor512}
+
+// pclmul128Kernel is for CPUs with PCLMULQDQ but without the 512-bit form; its linear passes
+// stay in Go because such CPUs may lack AVX-512 too.
+var pclmul128Kernel = mpKernel{name: "pclmulqdq-128", maxBase: 31, window: 2,
+	base: func(out, s, z, scratch []uint64) { mpBaseWindowed(out, s, z, scratch, 2, mpBase128) },
+	xor:  xorWordsGeneric}
 
 // xor512 sets dst = a ^ b (all of len(dst) words) with 512-bit vectors: the Karatsuba levels'
 // linear passes cost as much as the base cases when done a word at a time.
@@ -27,19 +37,25 @@ func xor512(dst, a, b []uint64) {
 	xorWords512(&dst[0], &a[0], &b[0], n)
 }
 
-func mpBase512Go(out, s, z []uint64, scratch []uint64) {
+// mpBaseWindowed runs an assembly base case that works in windows of win product positions
+// starting at position b-1 (the high half of product b-1 lands in result word 0).
+func mpBaseWindowed(out, s, z, scratch []uint64, win int, kernel func(tmp, s, z *uint64, b int)) {
 	b := len(z)
-	nwin := (b + 8) / 8
-	// The kernel reads s[0 : b-1+8*nwin+7] and writes tmp[0 : 8*nwin]; check both, since the
-	// assembly does no bounds checks.
-	if b == 0 || len(s) < b+8*nwin+6 || len(scratch) < 8*nwin || len(out) < b {
-		panic("qkdsim: vpclmulqdq kernel called with short buffers")
+	nwin := (b + win) / win
+	// The kernel reads s[0 : b-1+win*nwin+win-1] and writes tmp[0 : win*nwin]; check both,
+	// since the assembly does no bounds checks.
+	if b == 0 || len(s) < b+win*nwin+win || len(scratch) < win*nwin || len(out) < b {
+		panic("qkdsim: carry-less multiply kernel called with short buffers")
 	}
-	mpBase512(&scratch[0], &s[0], &z[0], b)
+	kernel(&scratch[0], &s[0], &z[0], b)
 	copy(out[:b], scratch[1:b+1])
 }
 
 func init() {
+	if cpu.X86.HasPCLMULQDQ && cpu.X86.HasSSSE3 {
+		supportedKernels = append(supportedKernels, pclmul128Kernel)
+		activeKernel = pclmul128Kernel
+	}
 	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512VPCLMULQDQ && cpu.X86.HasAVX512VL {
 		supportedKernels = append(supportedKernels, vpclmul512Kernel)
 		activeKernel = vpclmul512Kernel

@@ -106,3 +106,47 @@ xtail:
 
 xdone:
 	RET
+
+// func mpBase128(tmp, s, z *uint64, b int)
+//
+// The same windowed middle product as mpBase512 with 128-bit PCLMULQDQ: windows of two
+// product positions, E on words w, w+1 and O on words w+1, w+2.
+TEXT ·mpBase128(SB), NOSPLIT, $0-32
+	MOVQ tmp+0(FP), DI
+	MOVQ s+8(FP), SI
+	MOVQ z+16(FP), DX
+	MOVQ b+24(FP), CX
+	PXOR X0, X0
+	LEAQ -1(CX), R8
+	LEAQ (CX)(CX*1), R9
+
+window128:
+	PXOR X1, X1
+	PXOR X2, X2
+	LEAQ (SI)(R8*8), R10
+	MOVQ DX, R11
+	MOVQ CX, R12
+
+inner128:
+	MOVDDUP   (R11), X3
+	MOVOU     (R10), X4
+	MOVO      X3, X5
+	PCLMULQDQ $0x00, X4, X5
+	PCLMULQDQ $0x11, X4, X3
+	PXOR      X5, X1
+	PXOR      X3, X2
+	ADDQ      $8, R11
+	SUBQ      $8, R10
+	DECQ      R12
+	JNZ       inner128
+
+	MOVO    X2, X7
+	PALIGNR $8, X0, X7
+	PXOR    X7, X1
+	MOVOU   X1, (DI)
+	MOVO    X2, X0
+	ADDQ    $16, DI
+	ADDQ    $2, R8
+	CMPQ    R8, R9
+	JLT     window128
+	RET

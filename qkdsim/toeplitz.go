@@ -40,10 +40,11 @@ func ToeplitzHash(seed Bits, x Bits, m int) Bits {
 // ignore them; out holds b words and is overwritten.
 type mpKernel struct {
 	name string
-	// maxBase is the largest base size the kernel is meant for; bases rounded up to base%8 == 7
-	// when round7 is set (the vector kernel works in windows of 8 product positions).
+	// maxBase is the largest base size the kernel is meant for; with window > 1 bases are
+	// rounded up so base+1 is a multiple of window (the vector kernels work in windows of that
+	// many product positions, starting at position base-1).
 	maxBase int
-	round7  bool
+	window  int
 	base    func(out, s, z []uint64, scratch []uint64)
 	// xor sets dst = a ^ b over len(dst) words; dst may be a or b.
 	xor func(dst, a, b []uint64)
@@ -138,8 +139,8 @@ func shiftInto(dst, src []uint64, sh int) {
 func mpSize(n int, kern mpKernel) (L, base, levels int) {
 	for levels = 0; ; levels++ {
 		base = (n + (1 << levels) - 1) >> levels
-		if kern.round7 {
-			base = (base+8)/8*8 - 1
+		if w := kern.window; w > 1 {
+			base = (base+w)/w*w - 1
 		}
 		if base <= kern.maxBase {
 			return base << levels, base, levels
