@@ -218,7 +218,7 @@ func (l *Link) open() error {
 	}
 	psk := l.cfg.PSK
 	if psk == nil {
-		psk = make([]byte, 4096)
+		psk = make([]byte, 1<<16)
 		rand.NewChaCha8(streamSeed(l.cfg.Seed, math.MaxUint64, "psk")).Read(psk)
 	}
 	if l.authA, err = l.st.newAuth(psk); err != nil {
