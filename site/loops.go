@@ -18,6 +18,9 @@ const (
 	pushBatch      = 512
 	expireBatch    = 4096
 	rebalanceEvery = 2 * time.Second
+	// rebalanceLow: a site owning less free key than this (bytes), and under a quarter of what
+	// the peer owns, asks the peer for blocks.
+	rebalanceLow = 1 << 20
 )
 
 func (n *Node) leaderLoops() {
@@ -173,7 +176,18 @@ func (n *Node) verifyPending() {
 }
 
 func (n *Node) expire() {
-	res, err := n.propose(n.ctx, &kms.Command{Expire: &kms.ExpireCmd{Limit: expireBatch}})
+	// Look before proposing: an empty Expire would still cost a log entry and its fsync.
+	var due []string
+	now := time.Now().UTC()
+	n.db.View(func(tx kms.Tx) error {
+		var err error
+		due, err = tx.ExpiredBefore(now, 1)
+		return err
+	})
+	if len(due) == 0 {
+		return
+	}
+	res, err := n.propose(n.ctx, &kms.Command{Time: now, Expire: &kms.ExpireCmd{Limit: expireBatch}})
 	if err != nil {
 		n.log.Warn("expire keys", "err", err)
 		return
@@ -201,7 +215,7 @@ func (n *Node) rebalance() {
 				return true
 			})
 		})
-		if theirs == 0 || own*4 >= theirs {
+		if theirs == 0 || own*4 >= theirs || own >= rebalanceLow {
 			continue
 		}
 		c, err := n.peerClient(peerKME)

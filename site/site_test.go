@@ -21,7 +21,7 @@ import (
 // at both ends themselves, which is what a link does.
 type testPair struct {
 	*Pair
-	t   *testing.T
+	t   testing.TB
 	seq uint64
 }
 
@@ -29,7 +29,7 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 }
 
-func newTestPair(t *testing.T, mod func(*PairConfig)) *testPair {
+func newTestPair(t testing.TB, mod func(*PairConfig)) *testPair {
 	t.Helper()
 	cfg := PairConfig{
 		Dir:    t.TempDir(),
