@@ -1,15 +1,22 @@
-# qkms build and test targets. `make test` is what CI runs (README's test command).
+# qkms build and test targets. CI runs README's test command through .ci/run, not make.
 GO ?= go
 
-.PHONY: test build demo fuzz-short bench
+.PHONY: test build demo bench proto fuzz-short fuzz-long images
+
 test:
-	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -timeout 30m ./...
 
 build:
-	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
 
 demo:
 	$(GO) run ./cmd/qkms demo --dir /tmp/qkms-demo
 
+# Go benchmarks of the simulator, the store and ingest (figures go to docs/benchmarks.md).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./qkdsim/...
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./qkdsim/... ./store/... ./site/...
+
+# Regenerate protobuf code: needs Debian's protobuf-compiler and the pinned plugins
+# (see tools/protoc.sh).
+proto:
+	sh tools/protoc.sh
