@@ -99,6 +99,34 @@ func bounded(r *rand.ChaCha8, n uint64) uint64 {
 	return hi
 }
 
+// shuffleRand draws the 32-bit bounded integers of a shuffle, two per 64-bit output.
+type shuffleRand struct {
+	r    *rand.ChaCha8
+	buf  uint64
+	have bool
+}
+
+func (s *shuffleRand) u32() uint32 {
+	if s.have {
+		s.have = false
+		return uint32(s.buf >> 32)
+	}
+	s.buf, s.have = s.r.Uint64(), true
+	return uint32(s.buf)
+}
+
+// bounded returns a uniform integer in [0, n) (Lemire's method with rejection).
+func (s *shuffleRand) bounded(n uint32) uint32 {
+	m := uint64(s.u32()) * uint64(n)
+	if uint32(m) < n {
+		t := -n % n
+		for uint32(m) < t {
+			m = uint64(s.u32()) * uint64(n)
+		}
+	}
+	return uint32(m >> 32)
+}
+
 // newCascadePass builds pass p of spec over key. Alice keeps prefix parities of her (fixed) key;
 // Bob keeps what he needs to follow his corrections.
 func newCascadePass(spec passSpec, key Bits, seed [32]byte, p int, bob bool) *cascadePass {
@@ -112,10 +140,11 @@ func newCascadePass(spec passSpec, key Bits, seed [32]byte, p int, bob bool) *ca
 			for i := range c.perm {
 				c.perm[i] = uint32(i)
 			}
-			r := passRand(seed, p)
+			r := shuffleRand{r: passRand(seed, p)}
+			perm := c.perm
 			for i := n - 1; i > 0; i-- { // Fisher-Yates
-				j := bounded(r, uint64(i+1))
-				c.perm[i], c.perm[j] = c.perm[j], c.perm[i]
+				j := r.bounded(uint32(i + 1))
+				perm[i], perm[j] = perm[j], perm[i]
 			}
 			g := gather(key, c.perm)
 			if bob {
