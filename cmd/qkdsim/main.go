@@ -1,4 +1,4 @@
-// Command qkdsim runs the QKD link simulator: run, sweep, reconcile, amplify, serve.
+// Command qkdsim runs the QKD link simulator: run, sweep, reconcile, amplify.
 package main
 
 import (
@@ -9,7 +9,7 @@ import (
 
 func main() {
 	root := &cobra.Command{Use: "qkdsim", Short: "decoy-state BB84 link simulator with real post-processing", SilenceUsage: true}
-	root.AddCommand(newReconcileCmd(), newAmplifyCmd())
+	root.AddCommand(newRunCmd(), newSweepCmd(), newReconcileCmd(), newAmplifyCmd())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}
