@@ -43,17 +43,27 @@ func leafOf(id string) *x509.Certificate {
 
 // serveLocal calls h in-process as if over a TLS connection whose client certificate of
 // entity id was verified: the fast path for fuzzing and benchmarks of the handler itself.
+// A target a server would not accept gives Code -1.
 func serveLocal(h http.Handler, id, method, target, body string) *httptest.ResponseRecorder {
-	r := httptest.NewRequest(method, "https://kme.test/", strings.NewReader(body))
-	if err := setTarget(r, target); err != nil {
+	r := serveLocalRequest(id, method, target, body)
+	if r == nil {
 		rec := httptest.NewRecorder()
 		rec.Code = -1
 		return rec
 	}
-	r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leafOf(id)}}}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, r)
 	return rec
+}
+
+// serveLocalRequest builds the request of serveLocal, or nil for an unacceptable target.
+func serveLocalRequest(id, method, target, body string) *http.Request {
+	r := httptest.NewRequest(method, "https://kme.test/", strings.NewReader(body))
+	if err := setTarget(r, target); err != nil {
+		return nil
+	}
+	r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leafOf(id)}}}
+	return r
 }
 
 // setTarget sets the request URI as a server would parse it from the request line.
