@@ -29,8 +29,9 @@ func ToeplitzSeedLen(n int) int {
 }
 
 // ToeplitzHash returns the m-bit modified Toeplitz hash of x (see the file comment) under seed,
-// which must hold ToeplitzSeedLen(x.N) = x.N-1 bits. It panics if 0 <= m <= x.N or the seed
-// length does not hold: both are caller bugs, not outside input.
+// which must hold ToeplitzSeedLen(x.N) = x.N-1 bits. It panics unless 0 <= m <= x.N and the seed
+// has that length: both are caller bugs, not outside input (AmplifyBob checks received seeds).
+// The output is the same on every CPU; only the speed depends on the kernel (ToeplitzKernel).
 func ToeplitzHash(seed Bits, x Bits, m int) Bits {
 	return toeplitzHash(seed, x, m, activeKernel)
 }
@@ -62,7 +63,8 @@ var (
 	supportedKernels = []mpKernel{genericKernel}
 )
 
-// ToeplitzKernel names the carry-less multiply kernel in use ("vpclmulqdq-512" or "generic").
+// ToeplitzKernel names the carry-less multiply kernel in use ("vpclmulqdq-512", "pclmulqdq-128"
+// or "generic")..
 func ToeplitzKernel() string { return activeKernel.name }
 
 func toeplitzHash(seed Bits, x Bits, m int, kern mpKernel) Bits {
