@@ -206,7 +206,7 @@ func (t *tx) iterate(name, prefix []byte, visit func(k []byte) (bool, error)) er
 
 // --- reservations ---
 //
-// bucketResv: key ID -> version | live(1) | expiry(8) | JSON, where live and expiry say which
+// bucketResv: key ID -> version | live(1) | expiry(8) | body (codec.go), where live and expiry say which
 // bucketExpiry entry the record owns, so a Put can drop the old entry without decoding JSON.
 // bucketExpiry: expiryKey(Expires) | key ID -> empty, for every reservation still Issued with a
 // non-zero Expires (a zero Expires never expires).
@@ -217,7 +217,7 @@ func (t *tx) Reservation(keyID string) (*kms.Reservation, error) {
 		return nil, nil
 	}
 	r := new(kms.Reservation)
-	if err := decodeRecord(raw, 9, r); err != nil {
+	if err := decodeReservationRecord(raw, r); err != nil {
 		return nil, fmt.Errorf("store: reservation %s: %w", keyID, err)
 	}
 	return r, nil
@@ -233,10 +233,7 @@ func (t *tx) PutReservation(r *kms.Reservation) error {
 		fixed[0] = 1
 		binary.BigEndian.PutUint64(fixed[1:], expiryNanos(r.Expires))
 	}
-	v, err := encodeRecord(fixed[:], r)
-	if err != nil {
-		return fmt.Errorf("store: put reservation %s: %w", r.KeyID, err)
-	}
+	v := encodeReservation(fixed[:], r)
 	id := []byte(r.KeyID)
 	resv := t.bucket(bucketResv)
 	old := resv.Get(id)
@@ -275,6 +272,18 @@ func (t *tx) DeleteReservation(keyID string) error {
 		return fmt.Errorf("store: delete reservation %s: %w", keyID, err)
 	}
 	return nil
+}
+
+// decodeReservationRecord reads a reservation record: the binary body (reservationVersion)
+// or JSON (recordVersion, written before the binary codec existed).
+func decodeReservationRecord(raw []byte, r *kms.Reservation) error {
+	if len(raw) >= 10 && raw[0] == reservationVersion {
+		if err := decodeReservation(raw[10:], r); err != nil {
+			return fmt.Errorf("record body: %w: %w", err, ErrTampered)
+		}
+		return nil
+	}
+	return decodeRecord(raw, 9, r)
 }
 
 func (t *tx) expiryKey(nanos []byte, keyID string) []byte {
