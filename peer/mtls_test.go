@@ -30,7 +30,7 @@ type testCA struct {
 	pool *x509.CertPool
 }
 
-func newTestCA(t *testing.T, name string) *testCA {
+func newTestCA(t testing.TB, name string) *testCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -65,7 +65,7 @@ var serial struct {
 
 // issue returns a certificate for cn with the given OUs, usable as server and client
 // certificate (as KME certificates are), with SANs for loopback.
-func (ca *testCA) issue(t *testing.T, cn string, ou ...string) tls.Certificate {
+func (ca *testCA) issue(t testing.TB, cn string, ou ...string) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -101,7 +101,7 @@ func (ca *testCA) clientTLS(cert tls.Certificate) *tls.Config {
 }
 
 // serve runs srv (registered by reg) on a loopback port with mutual TLS and returns its address.
-func serve(t *testing.T, tlsCfg *tls.Config, reg func(*grpc.Server)) string {
+func serve(t testing.TB, tlsCfg *tls.Config, reg func(*grpc.Server)) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
