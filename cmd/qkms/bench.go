@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/qkms/qkms/api/etsi014"
+	"github.com/qkms/qkms/pki"
+)
+
+// benchResult is what `qkms bench --json` prints.
+type benchResult struct {
+	Protocol   string                `json:"protocol"`
+	Clients    int                   `json:"clients"`
+	DurationS  float64               `json:"duration_s"`
+	SizeBits   int                   `json:"size_bits"`
+	Number     int                   `json:"number"`
+	Keys       int64                 `json:"keys"`
+	KeysPerS   float64               `json:"keys_per_s"`
+	Errors     int64                 `json:"errors"`
+	Mismatches int64                 `json:"mismatches"`
+	LatencyMS  map[string]percentile `json:"latency_ms"`
+	FirstError string                `json:"first_error,omitempty"`
+}
+
+type percentile struct {
+	P50  float64 `json:"p50"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p999"`
+}
+
+func newBenchCmd() *cobra.Command {
+	var (
+		demo     string
+		clients  int
+		duration time.Duration
+		size     int
+		number   int
+		protocol string
+		asJSON   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench --demo DIR/demo.json",
+		Short: "drive enc_keys at one site and dec_keys at the other; verify every key; report keys/s and latency",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if protocol != "etsi014" {
+				return fmt.Errorf("--protocol %q is not available; supported: etsi014", protocol)
+			}
+			if clients < 1 || number < 1 || size < 8 || size%8 != 0 || duration <= 0 {
+				return fmt.Errorf("--clients and --number must be >= 1, --size a positive multiple of 8, --duration > 0")
+			}
+			raw, err := os.ReadFile(demo)
+			if err != nil {
+				return fmt.Errorf("read --demo: %w", err)
+			}
+			var df demoFile
+			if err := json.Unmarshal(raw, &df); err != nil {
+				return fmt.Errorf("parse %s: %w", demo, err)
+			}
+			if len(df.Sites) < 2 || len(df.Sites[0].SAEs) == 0 || len(df.Sites[1].SAEs) == 0 {
+				return fmt.Errorf("%s: need two sites with an SAE each", demo)
+			}
+			res, err := runBench(cmd.Context(), df, clients, duration, size, number)
+			if err != nil {
+				return err
+			}
+			res.Protocol = protocol
+			if asJSON {
+				b, _ := json.Marshal(res)
+				fmt.Fprintln(cmd.OutOrStdout(), string(b))
+				return nil
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "%d clients, %s, %d x %d-bit keys per request over %s\n", clients, duration, number, size, protocol)
+			fmt.Fprintf(w, "verified keys: %d (%.0f keys/s)  errors: %d  mismatches: %d\n", res.Keys, res.KeysPerS, res.Errors, res.Mismatches)
+			for _, k := range []string{"enc", "dec"} {
+				l := res.LatencyMS[k]
+				fmt.Fprintf(w, "%s_keys latency ms: p50 %.2f  p99 %.2f  p999 %.2f\n", k, l.P50, l.P99, l.P999)
+			}
+			if res.FirstError != "" {
+				fmt.Fprintf(w, "first error: %s\n", res.FirstError)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&demo, "demo", "", "demo.json written by `qkms demo`")
+	cmd.Flags().IntVar(&clients, "clients", 32, "concurrent SAE clients")
+	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "how long to run")
+	cmd.Flags().IntVar(&size, "size", 256, "key size in bits")
+	cmd.Flags().IntVar(&number, "number", 1, "keys per enc_keys request")
+	cmd.Flags().StringVar(&protocol, "protocol", "etsi014", "API to drive: etsi014")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+// direction is one master-slave pair across the two sites.
+type direction struct {
+	enc, dec          *etsi014.Client
+	masterID, slaveID string
+}
+
+func runBench(ctx context.Context, df demoFile, clients int, d time.Duration, size, number int) (*benchResult, error) {
+	client := func(site demoSite, sae demoSAE) (*etsi014.Client, error) {
+		cfg, err := pki.ClientConfig(sae.Cert, sae.Key, df.CA)
+		if err != nil {
+			return nil, err
+		}
+		return etsi014.NewClient(site.ETSI014URL, cfg), nil
+	}
+	// Half the clients issue at A for B (SAE-A1 -> SAE-B1), half at B for A (the last SAE of B
+	// -> the last SAE of A), so both sites spend the blocks they own.
+	var dirs []direction
+	for i := 0; i < 2; i++ {
+		ms, ss := df.Sites[i], df.Sites[1-i]
+		master, slave := ms.SAEs[0], ss.SAEs[0]
+		if i == 1 {
+			master, slave = ms.SAEs[len(ms.SAEs)-1], ss.SAEs[len(ss.SAEs)-1]
+		}
+		enc, err := client(ms, master)
+		if err != nil {
+			return nil, err
+		}
+		dec, err := client(ss, slave)
+		if err != nil {
+			return nil, err
+		}
+		dirs = append(dirs, direction{enc: enc, dec: dec, masterID: master.SAEID, slaveID: slave.SAEID})
+	}
+	var keys, errs, mismatches atomic.Int64
+	var firstErr atomic.Value
+	fail := func(err error) {
+		errs.Add(1)
+		firstErr.CompareAndSwap(nil, err.Error())
+	}
+	lat := make([][2][]time.Duration, clients)
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dir := dirs[c%len(dirs)]
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				issued, err := dir.enc.GetKey(ctx, dir.slaveID, etsi014.KeyRequest{Number: number, Size: size})
+				t1 := time.Now()
+				if err != nil {
+					if ctx.Err() == nil {
+						fail(err)
+					}
+					continue
+				}
+				ids := make([]string, len(issued))
+				for i, k := range issued {
+					ids[i] = k.ID
+				}
+				// The fetch runs to completion even when time is up: an issued key is checked.
+				fetched, err := dir.dec.GetKeyWithIDs(context.Background(), dir.masterID, ids)
+				t2 := time.Now()
+				lat[c][0] = append(lat[c][0], t1.Sub(t0))
+				if err != nil {
+					fail(err)
+					continue
+				}
+				lat[c][1] = append(lat[c][1], t2.Sub(t1))
+				for i := range issued {
+					if i >= len(fetched) || fetched[i].ID != issued[i].ID || !bytes.Equal(fetched[i].Bytes, issued[i].Bytes) {
+						mismatches.Add(1)
+						continue
+					}
+					keys.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	res := &benchResult{Clients: clients, DurationS: elapsed, SizeBits: size, Number: number,
+		Keys: keys.Load(), KeysPerS: float64(keys.Load()) / elapsed, Errors: errs.Load(),
+		Mismatches: mismatches.Load(), LatencyMS: map[string]percentile{}}
+	if v := firstErr.Load(); v != nil {
+		res.FirstError = v.(string)
+	}
+	for i, name := range []string{"enc", "dec"} {
+		var all []time.Duration
+		for c := range lat {
+			all = append(all, lat[c][i]...)
+		}
+		res.LatencyMS[name] = percentiles(all)
+	}
+	return res, nil
+}
+
+func percentiles(d []time.Duration) percentile {
+	if len(d) == 0 {
+		return percentile{}
+	}
+	slices.Sort(d)
+	at := func(q float64) float64 {
+		i := min(len(d)-1, int(q*float64(len(d))))
+		return float64(d[i].Microseconds()) / 1000
+	}
+	return percentile{P50: at(0.50), P99: at(0.99), P999: at(0.999)}
+}

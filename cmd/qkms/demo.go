@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/qkms/qkms/qkdsim"
+	"github.com/qkms/qkms/site"
+)
+
+// demoFile is DIR/demo.json: where everything of the demo network is, for people and for
+// `qkms bench`.
+type demoFile struct {
+	CA    string     `json:"ca"`
+	Sites []demoSite `json:"sites"`
+}
+
+type demoSite struct {
+	KMEID      string    `json:"kme_id"`
+	ETSI014URL string    `json:"etsi014_url"`
+	PeerAddr   string    `json:"peer_addr"`
+	AdminCert  string    `json:"admin_cert,omitempty"`
+	AdminKey   string    `json:"admin_key,omitempty"`
+	SAEs       []demoSAE `json:"saes"`
+}
+
+type demoSAE struct {
+	SAEID string `json:"sae_id"`
+	Cert  string `json:"cert"`
+	Key   string `json:"key"`
+}
+
+func newDemoCmd() *cobra.Command {
+	var (
+		dir      string
+		preset   string
+		distance float64
+		fast     bool
+		seed     uint64
+	)
+	cmd := &cobra.Command{
+		Use:   "demo --dir DIR",
+		Short: "run a two-site QKD network on loopback (KME-A and KME-B joined by a simulated link)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return fmt.Errorf("--dir is required")
+			}
+			abs, err := filepath.Abs(dir)
+			if err != nil {
+				return err
+			}
+			params, err := qkdsim.Preset(preset)
+			if err != nil {
+				return err
+			}
+			linkCfg := qkdsim.LinkConfig{Name: "A-B", Params: params, Distance: distance, Seed: seed, Paced: !fast}
+			pair, err := site.StartPair(site.PairConfig{
+				Dir:  abs,
+				KMEs: [2]string{"KME-A", "KME-B"},
+				SAEs: [2][]string{{"SAE-A1", "SAE-A2"}, {"SAE-B1", "SAE-B2"}},
+				Link: &linkCfg, Logger: slog.Default(),
+			})
+			if err != nil {
+				return err
+			}
+			defer pair.Close()
+
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			slog.Info("waiting for both sites to hold verified key", "preset", preset, "distance_km", distance, "fast", fast)
+			if err := pair.WaitForKey(ctx, 4096); err != nil {
+				return err
+			}
+			df := demoFile{CA: pair.Layout.CACert}
+			for i, n := range pair.Sites {
+				ds := demoSite{KMEID: n.KMEID(), ETSI014URL: "https://" + n.ETSI014Addr(), PeerAddr: n.PeerAddr()}
+				for _, s := range pair.SAEs[i] {
+					e, _ := pair.Layout.Find(s)
+					ds.SAEs = append(ds.SAEs, demoSAE{SAEID: s, Cert: e.Cert, Key: e.Key})
+				}
+				sites := pair.Layout
+				if e, ok := sites.Find("admin-" + n.KMEID()); ok {
+					ds.AdminCert, ds.AdminKey = e.Cert, e.Key
+				}
+				df.Sites = append(df.Sites, ds)
+			}
+			b, _ := json.MarshalIndent(df, "", "  ")
+			if err := os.WriteFile(filepath.Join(abs, "demo.json"), append(b, '\n'), 0o644); err != nil {
+				return err
+			}
+			printHowTo(cmd, abs, df)
+			<-ctx.Done()
+			slog.Info("stopping demo")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "directory for certificates, state and demo.json")
+	cmd.Flags().StringVar(&preset, "preset", "apd", "link preset: gys, apd, snspd")
+	cmd.Flags().Float64Var(&distance, "distance", 25, "fibre length in km")
+	cmd.Flags().BoolVar(&fast, "fast", false, "fill the pools as fast as the simulator runs instead of at the physical rate")
+	cmd.Flags().Uint64Var(&seed, "seed", 1, "simulator seed")
+	return cmd
+}
+
+func printHowTo(cmd *cobra.Command, dir string, df demoFile) {
+	a, b := df.Sites[0], df.Sites[1]
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "\nqkms demo is running; %s/demo.json lists every endpoint and certificate.\n\n", dir)
+	fmt.Fprintf(w, "Get a key at %s for %s (as %s):\n", a.KMEID, b.SAEs[0].SAEID, a.SAEs[0].SAEID)
+	fmt.Fprintf(w, "  curl --cacert %s --cert %s --key %s \\\n    %s/api/v1/keys/%s/enc_keys\n\n",
+		df.CA, a.SAEs[0].Cert, a.SAEs[0].Key, a.ETSI014URL, b.SAEs[0].SAEID)
+	fmt.Fprintf(w, "Get the same key at %s (as %s), with the key_ID from the first answer:\n", b.KMEID, b.SAEs[0].SAEID)
+	fmt.Fprintf(w, "  curl --cacert %s --cert %s --key %s \\\n    '%s/api/v1/keys/%s/dec_keys?key_ID=KEY_ID'\n\n",
+		df.CA, b.SAEs[0].Cert, b.SAEs[0].Key, b.ETSI014URL, a.SAEs[0].SAEID)
+	fmt.Fprintf(w, "Benchmark it:  go run ./cmd/qkms bench --demo %s/demo.json\nStop with Ctrl-C.\n", dir)
+}
