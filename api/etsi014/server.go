@@ -15,8 +15,11 @@ import (
 )
 
 // Service is what a site provides behind the REST interface. master and slave are SAE IDs:
-// the caller's comes from its certificate, the other from the URL. Errors wrapping the kms
-// sentinels choose the status code (see writeServiceError).
+// the caller's comes from its certificate, the other from the URL (already checked with
+// pki.CheckID). Errors wrapping the kms sentinels choose the status code (see
+// writeServiceError); the text of such an error is sent to the SAE as the Error message, so
+// it must name no secret. Other errors are logged and answered with a generic 503.
+// The handler zeroes the Bytes of the returned keys once the answer is written.
 type Service interface {
 	// Status answers Get status (clause 5.2) for master (the caller) and slave.
 	Status(ctx context.Context, master, slave string) (*Status, error)
@@ -174,7 +177,10 @@ func (h *handler) encKeys(w http.ResponseWriter, r *http.Request, master, slave 
 		err       error
 	)
 	if r.Method == http.MethodGet {
-		req, err = decodeKeyRequestQuery(r.URL.Query(), slave)
+		var q url.Values
+		if q, err = parseQuery(r); err == nil {
+			req, err = decodeKeyRequestQuery(q, slave)
+		}
 	} else {
 		var body []byte
 		if body, err = h.readBody(w, r); err == nil {
@@ -207,9 +213,11 @@ func (h *handler) decKeys(w http.ResponseWriter, r *http.Request, slave, master 
 		err error
 	)
 	if r.Method == http.MethodGet {
-		q := r.URL.Query()
+		q, qerr := parseQuery(r)
 		vals, ok := q["key_ID"]
 		switch {
+		case qerr != nil:
+			err = qerr
 		case len(q) != 1 || !ok:
 			err = reject("GET dec_keys takes exactly one key_ID parameter")
 		case len(vals) != 1:
@@ -233,6 +241,16 @@ func (h *handler) decKeys(w http.ResponseWriter, r *http.Request, slave, master 
 		return
 	}
 	h.writeKeys(w, r, keys, nil)
+}
+
+// parseQuery reads the query strictly: r.URL.Query() drops malformed pairs silently, which
+// would let "key_ID=a&%zz" pass as a one-ID request.
+func parseQuery(r *http.Request) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, reject("malformed query string")
+	}
+	return q, nil
 }
 
 var errBodyTooLarge = &badRequest{msg: MsgBodyTooLarge}
