@@ -57,6 +57,8 @@ var (
 // fails with an error instead of hanging.
 const lockTimeout = 2 * time.Second
 
+const initialMmapSize = 1 << 30
+
 // DB is one node's store file. It is safe for concurrent use: bbolt allows one writer and many
 // readers at a time.
 type DB struct {
@@ -99,6 +101,9 @@ func (db *DB) openBolt(path string) (*bolt.DB, error) {
 		Timeout: lockTimeout,
 		// The hashmap freelist stays fast as the file grows and fragments (bbolt docs).
 		FreelistType: bolt.FreelistMapType,
+		// Growing the mmap waits for every open read transaction, so a long Snapshot would stall
+		// Apply; reserving address space up front avoids that (only address space on Linux).
+		InitialMmapSize: initialMmapSize,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
