@@ -101,7 +101,8 @@ type Tx interface {
 	Reservation(keyID string) (*Reservation, error)
 	PutReservation(r *Reservation) error
 	DeleteReservation(keyID string) error
-	// ExpiredBefore lists up to limit key IDs of live reservations with Expires <= t.
+	// ExpiredBefore lists up to limit key IDs of reservations (any state, tombstones included)
+	// with Expires <= t, earliest first.
 	ExpiredBefore(t time.Time, limit int) ([]string, error)
 	// Request returns the recorded result of an already applied request ID.
 	Request(reqID string) ([]byte, error)

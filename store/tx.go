@@ -228,7 +228,9 @@ func (t *tx) PutReservation(r *kms.Reservation) error {
 		return err
 	}
 	var fixed [9]byte
-	live := r.State == kms.KeyIssued && !r.Expires.IsZero()
+	// Every reservation with an expiry is indexed, tombstones (Fetched, Expired) included: the
+	// core deletes them through ExpiredBefore once their time has come.
+	live := !r.Expires.IsZero()
 	if live {
 		fixed[0] = 1
 		binary.BigEndian.PutUint64(fixed[1:], expiryNanos(r.Expires))
