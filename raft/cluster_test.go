@@ -227,8 +227,16 @@ func TestForeignCARefused(t *testing.T) {
 		_ = c.Close()
 		t.Fatal("dialled a node with a certificate of another CA")
 	}
-	if got := readAvailable(t, n.Node); got != 0 {
-		t.Fatalf("state changed by a foreign node: %d", got)
+	// Joining it is refused before the configuration changes, and the site keeps serving.
+	if err := n.Join(ctxT(t), "intruder", in.Addr()); !errors.Is(err, ErrJoinRefused) {
+		t.Fatalf("join of a foreign node: %v, want ErrJoinRefused", err)
+	}
+	if members, _ := n.Members(); len(members) != 1 {
+		t.Fatalf("members after refused join: %v", members)
+	}
+	mustPropose(t, n.Node, "still-serving", 1)
+	if got := readAvailable(t, n.Node); got != 1 {
+		t.Fatalf("state = %d, want 1 (only our own proposal)", got)
 	}
 }
 

@@ -85,6 +85,7 @@ var errorKinds = []struct {
 	{"leadership_lost", hraft.ErrLeadershipLost},
 	{"entry_decode", ErrEntryDecode},
 	{"closed", ErrClosed},
+	{"join_refused", ErrJoinRefused},
 }
 
 // remoteError is an error that came over the wire: its message is the remote's, and it

@@ -8,6 +8,10 @@ import (
 	hraft "github.com/hashicorp/raft"
 )
 
+// ErrJoinRefused: the node asked to join could not be reached over mutual TLS with the
+// site's CA; it was not added.
+var ErrJoinRefused = errors.New("raft: join refused")
+
 // Member is one server of the site's raft configuration.
 type Member struct {
 	ID     string
@@ -25,6 +29,14 @@ func (n *Node) Join(ctx context.Context, id, addr string) error {
 		return errors.New("raft: join: node ID and address are required")
 	}
 	return n.membership(ctx, &wireRequest{Op: opJoin, ID: id, Addr: addr}, func() error {
+		// Adding a voter that cannot be reached would leave a small site without quorum
+		// (Raft thesis §4.2.1), so first prove the node answers with a certificate of the
+		// site's CA.
+		c, err := n.sl.dial(ctx, addr, protoForward, n.cfg.ForwardTimeout)
+		if err != nil {
+			return fmt.Errorf("%w: node %s at %s is unreachable or its certificate is not from this site's CA: %w", ErrJoinRefused, id, addr, err)
+		}
+		_ = c.Close()
 		return n.raft.AddVoter(hraft.ServerID(id), hraft.ServerAddress(addr), 0, n.cfg.ForwardTimeout).Error()
 	})
 }

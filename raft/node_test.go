@@ -252,7 +252,7 @@ func TestGroupCommitBatches(t *testing.T) {
 // concurrent callers (RunParallel with parallelism 64/GOMAXPROCS).
 func BenchmarkProposeSingleNode(b *testing.B) {
 	ca := newTestCA(b, "site-A CA")
-	for _, inflight := range []int{1, 4} {
+	for _, inflight := range []int{1, 2, 4} {
 		b.Run(fmt.Sprintf("inflight=%d", inflight), func(b *testing.B) {
 			cfg := testConfig(b, ca, "n1")
 			cfg.Bootstrap, cfg.MaxInflight = true, inflight
@@ -277,6 +277,8 @@ func BenchmarkProposeSingleNode(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "proposals/s")
+			last, _ := strconv.ParseUint(n.Stats()["last_log_index"], 10, 64)
+			b.ReportMetric(float64(b.N)/float64(last), "cmds/entry")
 		})
 	}
 }
