@@ -15,7 +15,7 @@ import (
 
 // startSite starts a 3-node site on loopback with real mutual TLS and returns its nodes,
 // the first being the bootstrap leader.
-func startSite(t *testing.T, ca *testCA, tune func(*Config)) []*testNode {
+func startSite(t testing.TB, ca *testCA, tune func(*Config)) []*testNode {
 	t.Helper()
 	var nodes []*testNode
 	for i := range 3 {
@@ -45,7 +45,7 @@ func startSite(t *testing.T, ca *testCA, tune func(*Config)) []*testNode {
 	return nodes
 }
 
-func leaderOf(t *testing.T, nodes []*testNode) *testNode {
+func leaderOf(t testing.TB, nodes []*testNode) *testNode {
 	t.Helper()
 	for _, n := range nodes {
 		if n.IsLeader() {
@@ -113,6 +113,19 @@ func TestClusterReplicationAndForwarding(t *testing.T) {
 	}
 	if got := readAvailable(t, leader.Node); got != want {
 		t.Fatalf("retry applied twice: %d, want %d", got, want)
+	}
+	// Removal through a follower is forwarded to the leader.
+	if err := nodes[1].Remove(ctxT(t), "n3"); err != nil {
+		t.Fatal(err)
+	}
+	members, err := leader.Members()
+	if err != nil || len(members) != 2 {
+		t.Fatalf("members after removing n3: %v, %v", members, err)
+	}
+	for _, m := range members {
+		if m.ID == "n3" {
+			t.Fatalf("n3 still a member: %v", members)
+		}
 	}
 }
 

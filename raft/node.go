@@ -51,7 +51,9 @@ type Config struct {
 
 	// MaxBatch bounds the commands grouped into one log entry (default 512).
 	MaxBatch int
-	// MaxInflight bounds the log entries the group-commit loop has in flight (default 4).
+	// MaxInflight bounds the log entries the group-commit loop has in flight (default 2:
+	// one entry being written while the next fills; more makes entries smaller, and every
+	// entry costs an fsync on each node).
 	MaxInflight int
 	// ProposeTimeout bounds Propose, Read and membership calls whose context has no
 	// deadline (default 10s).
@@ -88,7 +90,7 @@ func (c *Config) setDefaults() error {
 		c.MaxBatch = 512
 	}
 	if c.MaxInflight <= 0 {
-		c.MaxInflight = 4
+		c.MaxInflight = 2
 	}
 	if c.ProposeTimeout <= 0 {
 		c.ProposeTimeout = 10 * time.Second
