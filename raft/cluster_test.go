@@ -202,7 +202,7 @@ func TestForeignCARefused(t *testing.T) {
 	n := open(t, cfg, newMemStore(), &countApplier{})
 	n.awaitLeadership(t)
 
-	foreignCfg := foreign.nodeTLS(t, "intruder")
+	foreignCfg := foreign.nodeTLS(t, "KME-A")
 	trustsSite := foreignCfg.Clone()
 	trustsSite.RootCAs = site.pool
 	tests := []struct {
@@ -212,6 +212,7 @@ func TestForeignCARefused(t *testing.T) {
 		{"foreign certificate, trusting the site CA", trustsSite},
 		{"foreign certificate and CA", foreignCfg},
 		{"no client certificate", &tls.Config{RootCAs: site.pool}},
+		{"same CA, another site's KME", site.nodeTLS(t, "KME-B")},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -234,15 +235,18 @@ func TestForeignCARefused(t *testing.T) {
 		})
 	}
 	// The node's own stream layer refuses to dial a node whose certificate it cannot verify.
-	intruder := testConfig(t, foreign, "intruder")
-	in := open(t, intruder, newMemStore(), &countApplier{})
-	if c, err := n.sl.Dial(hraft.ServerAddress(in.Addr()), time.Second); err == nil {
-		_ = c.Close()
-		t.Fatal("dialled a node with a certificate of another CA")
-	}
-	// Joining it is refused before the configuration changes, and the site keeps serving.
-	if err := n.Join(ctxT(t), "intruder", in.Addr()); !errors.Is(err, ErrJoinRefused) {
-		t.Fatalf("join of a foreign node: %v, want ErrJoinRefused", err)
+	for _, intruder := range []*tls.Config{foreign.nodeTLS(t, "KME-A"), site.nodeTLS(t, "KME-B")} {
+		icfg := testConfig(t, site, "intruder")
+		icfg.TLS = intruder
+		in := open(t, icfg, newMemStore(), &countApplier{})
+		if c, err := n.sl.Dial(hraft.ServerAddress(in.Addr()), time.Second); err == nil {
+			_ = c.Close()
+			t.Fatal("dialled a node that is not of this site")
+		}
+		// Joining it is refused before the configuration changes.
+		if err := n.Join(ctxT(t), "intruder", in.Addr()); !errors.Is(err, ErrJoinRefused) {
+			t.Fatalf("join of a foreign node: %v, want ErrJoinRefused", err)
+		}
 	}
 	if members, _ := n.Members(); len(members) != 1 {
 		t.Fatalf("members after refused join: %v", members)

@@ -225,8 +225,8 @@ func newTestCA(t testing.TB, name string) *testCA {
 	return &testCA{cert: cert, key: key, pool: pool}
 }
 
-// nodeTLS issues a node certificate (server and client use, SAN 127.0.0.1) and returns the
-// config a node of this CA's site uses.
+// nodeTLS issues a certificate for entity name with the kme role (server and client use, SAN
+// 127.0.0.1) and returns the TLS config a node holding it uses.
 func (ca *testCA) nodeTLS(t testing.TB, name string) *tls.Config {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -235,7 +235,7 @@ func (ca *testCA) nodeTLS(t testing.TB, name string) *tls.Config {
 	}
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: name},
+		SerialNumber: serial, Subject: pkix.Name{CommonName: name, OrganizationalUnit: []string{"kme"}},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},

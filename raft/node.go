@@ -2,6 +2,7 @@ package raft
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +40,11 @@ type Config struct {
 	// TLS holds the node's certificate and the site's CA (RootCAs and/or ClientCAs); it is
 	// used both to accept (client certificates required) and to dial.
 	TLS *tls.Config
+	// VerifyPeer, when set, decides whether a peer's verified leaf certificate belongs to a
+	// node of this site. By default the peer's subject must name the same entity (CommonName
+	// and OrganizationalUnit) as this node's certificate: the nodes of a site share its KME
+	// identity, while SAEs and other sites' KMEs, even under the same CA, differ.
+	VerifyPeer func(*x509.Certificate) error
 	// Bootstrap makes a node with no raft state start a new site with itself as sole voter.
 	Bootstrap bool
 	Applier   Applier
@@ -213,7 +219,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	closers = append(closers, ln.Close)
 	to := cfg.ForwardTimeout
-	n.sl, err = newStreamLayer(ln, cfg.Advertise, cfg.TLS, to, cfg.Logger)
+	n.sl, err = newStreamLayer(ln, cfg.Advertise, cfg.TLS, cfg.VerifyPeer, to, cfg.Logger)
 	if err != nil {
 		return fail(err)
 	}

@@ -29,7 +29,7 @@ type testNode struct {
 func testConfig(t testing.TB, ca *testCA, id string) Config {
 	return Config{
 		ID: id, Dir: filepath.Join(t.TempDir(), id), Bind: "127.0.0.1:0",
-		TLS: ca.nodeTLS(t, id), Logger: quiet,
+		TLS: ca.nodeTLS(t, "KME-A"), Logger: quiet,
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
 		LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 	}

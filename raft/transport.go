@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -46,10 +48,24 @@ type streamLayer struct {
 }
 
 // siteTLS derives the server and client sides of the internal listener from one config that
-// holds the node's certificate and the site's CA.
-func siteTLS(c *tls.Config) (server, client *tls.Config, err error) {
-	if c == nil || (len(c.Certificates) == 0 && c.GetCertificate == nil) {
-		return nil, nil, errors.New("raft: TLS config with the node's certificate is required")
+// holds the node's certificate and the site's CA. Chain verification alone is not enough: one
+// CA commonly issues the certificates of SAEs, administrators and the KMEs of several sites
+// (pki's development CA does), and none of those may speak raft or forward commands here.
+// So each side also checks the peer's leaf with verifyPeer, by default: the peer's subject
+// names the same entity as our own certificate (same CommonName and OrganizationalUnit, i.e.
+// the same KME_ID with the kme role).
+func siteTLS(c *tls.Config, verifyPeer func(*x509.Certificate) error) (server, client *tls.Config, err error) {
+	if c == nil || len(c.Certificates) == 0 {
+		return nil, nil, errors.New("raft: TLS config with the node's certificate (Certificates) is required")
+	}
+	if verifyPeer == nil {
+		own := c.Certificates[0].Leaf
+		if own == nil {
+			if own, err = x509.ParseCertificate(c.Certificates[0].Certificate[0]); err != nil {
+				return nil, nil, fmt.Errorf("raft: parse the node's certificate: %w", err)
+			}
+		}
+		verifyPeer = sameEntity(own)
 	}
 	server = c.Clone()
 	if server.ClientCAs == nil {
@@ -59,24 +75,47 @@ func siteTLS(c *tls.Config) (server, client *tls.Config, err error) {
 		return nil, nil, errors.New("raft: TLS config must name the site's CA (RootCAs or ClientCAs)")
 	}
 	server.ClientAuth = tls.RequireAndVerifyClientCert
-	if server.MinVersion < tls.VersionTLS13 {
-		server.MinVersion = tls.VersionTLS13 // only our own nodes speak here
-	}
 	client = c.Clone()
 	if client.RootCAs == nil {
 		client.RootCAs = c.ClientCAs
 	}
-	if client.MinVersion < tls.VersionTLS13 {
-		client.MinVersion = tls.VersionTLS13
-	}
-	if client.GetClientCertificate == nil && len(client.Certificates) == 0 && c.GetCertificate != nil {
-		return nil, nil, errors.New("raft: TLS config needs Certificates or GetClientCertificate for dialling")
+	for _, tc := range []*tls.Config{server, client} {
+		if tc.MinVersion < tls.VersionTLS13 {
+			tc.MinVersion = tls.VersionTLS13 // only our own nodes speak here
+		}
+		prev := tc.VerifyConnection
+		tc.VerifyConnection = func(cs tls.ConnectionState) error {
+			if prev != nil {
+				if err := prev(cs); err != nil {
+					return err
+				}
+			}
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("raft: peer presented no certificate")
+			}
+			if err := verifyPeer(cs.PeerCertificates[0]); err != nil {
+				return fmt.Errorf("raft: peer is not a node of this site: %w", err)
+			}
+			return nil
+		}
 	}
 	return server, client, nil
 }
 
-func newStreamLayer(ln net.Listener, advertise string, tc *tls.Config, timeout time.Duration, log *slog.Logger) (*streamLayer, error) {
-	server, client, err := siteTLS(tc)
+// sameEntity accepts certificates whose subject names the same entity as own.
+func sameEntity(own *x509.Certificate) func(*x509.Certificate) error {
+	return func(peer *x509.Certificate) error {
+		if peer.Subject.CommonName != own.Subject.CommonName ||
+			!slices.Equal(peer.Subject.OrganizationalUnit, own.Subject.OrganizationalUnit) {
+			return fmt.Errorf("certificate of %q (%v), this site is %q (%v)", peer.Subject.CommonName,
+				peer.Subject.OrganizationalUnit, own.Subject.CommonName, own.Subject.OrganizationalUnit)
+		}
+		return nil
+	}
+}
+
+func newStreamLayer(ln net.Listener, advertise string, tc *tls.Config, verifyPeer func(*x509.Certificate) error, timeout time.Duration, log *slog.Logger) (*streamLayer, error) {
+	server, client, err := siteTLS(tc, verifyPeer)
 	if err != nil {
 		return nil, err
 	}
