@@ -52,6 +52,7 @@ type ListenConfig struct {
 	ETSI014 string `yaml:"etsi014"` // ETSI GS QKD 014 REST for SAEs (mTLS)
 	Peer    string `yaml:"peer"`    // peer channel for other sites' KMEs (gRPC, mTLS)
 	Raft    string `yaml:"raft"`    // raft transport between the nodes of this site (mTLS)
+	Admin   string `yaml:"admin"`   // qkms.v1.Admin gRPC for operators and joining nodes (mTLS)
 }
 
 // RaftConfig says how the node joins its site's raft cluster.
@@ -60,6 +61,9 @@ type RaftConfig struct {
 	Bootstrap bool `yaml:"bootstrap"`
 	// Advertise is the raft address other nodes dial; defaults to Listen.Raft.
 	Advertise string `yaml:"advertise"`
+	// Join lists admin addresses of existing nodes of the site; a node that is not yet a member
+	// asks them, in turn, to add it (retrying until one does).
+	Join []string `yaml:"join"`
 }
 
 // PeerConfig names another site and the peer-channel addresses of its nodes (any will do).

@@ -10,6 +10,7 @@ import (
 
 	"github.com/qkms/qkms/api/etsi014"
 	"github.com/qkms/qkms/kms"
+	"github.com/qkms/qkms/peer"
 )
 
 // etsiService implements ETSI GS QKD 014 for SAEs on top of the replicated kms state.
@@ -110,13 +111,14 @@ func (n *Node) ensureReservations(ctx context.Context, master string, keyIDs []s
 	if !ok || owner == n.cfg.KMEID {
 		return nil // Fetch will report them as not found
 	}
-	c, err := n.peerClient(owner)
-	if err != nil {
-		return fmt.Errorf("%w: %v", kms.ErrNotConfirmed, err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	rs, err := c.PullReservations(pctx, missing)
+	var rs []kms.Reservation
+	err = n.withPeer(owner, func(c *peer.Client) error {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		var err error
+		rs, err = c.PullReservations(pctx, missing)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("%w: the issuing site %s cannot be reached; retry later", kms.ErrNotConfirmed, owner)
 	}

@@ -117,6 +117,7 @@ func (n *Node) pushReservations(rs []kms.Reservation) {
 		acc, rej, err := c.PushReservations(ctx, list)
 		cancel()
 		if err != nil {
+			n.peerFailed(p, err)
 			n.log.Warn("push reservations failed; the peer will pull on demand", "peer", p, "keys", len(list), "err", err)
 			continue
 		}
@@ -157,6 +158,7 @@ func (n *Node) verifyPending() {
 		verdicts, err := c.CompareBlocks(ctx, tags)
 		cancel()
 		if err != nil {
+			n.peerFailed(p, err)
 			n.log.Debug("compare blocks", "peer", p, "err", err)
 			continue
 		}
@@ -222,15 +224,28 @@ func (n *Node) rebalance() {
 		if err != nil {
 			continue
 		}
+		// The request ID is kept until an answer arrives, so a retry after a lost answer gets
+		// the blocks already transferred instead of stranding them at the peer.
+		reqID := n.rebalanceReq[peerKME]
+		if reqID == "" {
+			reqID = uuid.NewString()
+			n.rebalanceReq[peerKME] = reqID
+		}
 		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-		ids, err := c.RequestBlocks(ctx, uuid.NewString(), (theirs-own)/2)
+		ids, err := c.RequestBlocks(ctx, reqID, (theirs-own)/2)
 		cancel()
-		if err != nil || len(ids) == 0 {
+		if err != nil {
+			n.peerFailed(peerKME, err)
 			continue
 		}
-		if _, err := n.propose(n.ctx, &kms.Command{Transfer: &kms.TransferCmd{Peer: peerKME, BlockIDs: ids, To: n.cfg.KMEID}}); err != nil {
+		if len(ids) == 0 {
+			delete(n.rebalanceReq, peerKME)
+			continue
+		}
+		if _, err := n.propose(n.ctx, &kms.Command{ReqID: "take/" + peerKME + "/" + reqID, Transfer: &kms.TransferCmd{Peer: peerKME, BlockIDs: ids, To: n.cfg.KMEID}}); err != nil {
 			n.log.Warn("record block transfer", "peer", peerKME, "err", err)
 		} else {
+			delete(n.rebalanceReq, peerKME)
 			n.log.Info("rebalanced block ownership", "peer", peerKME, "blocks", len(ids))
 		}
 	}

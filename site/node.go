@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/qkms/qkms/api/etsi014"
 	"github.com/qkms/qkms/kms"
@@ -35,15 +34,20 @@ type Node struct {
 	serverTLS *tls.Config
 	clientTLS *tls.Config
 
-	etsiSrv *http.Server
-	etsiLn  net.Listener
-	peerSrv *grpc.Server
-	peerLn  net.Listener
+	etsiSrv  *http.Server
+	etsiLn   net.Listener
+	peerSrv  *grpc.Server
+	peerLn   net.Listener
+	adminSrv *grpc.Server
+	adminLn  net.Listener
 
-	peersMu sync.Mutex
-	peers   map[string]*peer.Client
+	peersMu  sync.Mutex
+	peers    map[string]*peer.Client
+	peerNext map[string]int // index of the address to dial next, per site
 
 	upstreams []*upstream
+
+	rebalanceReq map[string]string // per peer: the RequestBlocks ID awaiting an answer (leader loop only)
 
 	push chan []kms.Reservation
 	kick chan struct{} // wakes the verifier after an ingest
@@ -93,13 +97,16 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 	n := &Node{
 		cfg: cfg, log: logger, machine: machine, db: db,
 		serverTLS: serverTLS, clientTLS: clientTLS,
-		peers: map[string]*peer.Client{},
-		push:  make(chan []kms.Reservation, 1024),
-		kick:  make(chan struct{}, 1),
-		ctx:   ctx, cancel: cancel,
+		peers: map[string]*peer.Client{}, peerNext: map[string]int{}, rebalanceReq: map[string]string{},
+		push: make(chan []kms.Reservation, 1024),
+		kick: make(chan struct{}, 1),
+		ctx:  ctx, cancel: cancel,
 	}
+	// Raft and leader forwarding: only nodes of this same site (KME certificate naming this
+	// KME_ID, from this CA) may connect, in either direction.
 	raftTLS := serverTLS.Clone()
-	raftTLS.Certificates = serverTLS.Certificates
+	raftTLS.RootCAs = clientTLS.RootCAs
+	pki.RequirePeer(raftTLS, pki.RoleKME, cfg.KMEID)
 	rn, err := raft.Open(raft.Config{
 		ID: cfg.NodeID, Dir: filepath.Join(cfg.DataDir, "raft"),
 		Bind: cfg.Listen.Raft, Advertise: cfg.Raft.Advertise,
@@ -115,6 +122,10 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 	if err := n.listen(); err != nil {
 		n.Close()
 		return nil, err
+	}
+	if !cfg.Raft.Bootstrap && len(cfg.Raft.Join) > 0 {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.joinSite() }()
 	}
 	if err := n.openUpstreams(); err != nil {
 		n.Close()
@@ -146,12 +157,27 @@ func (n *Node) listen() error {
 			return fmt.Errorf("site: peer listener: %w", err)
 		}
 		n.peerLn = ln
-		n.peerSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(n.serverTLS)))
+		n.peerSrv = grpc.NewServer(peer.ServerOptions(n.serverTLS)...)
 		peer.Register(n.peerSrv, peerService{n}, n.log)
 		go n.peerSrv.Serve(ln)
 	}
+	if a := n.cfg.Listen.Admin; a != "" {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("site: admin listener: %w", err)
+		}
+		n.adminLn = ln
+		n.adminSrv = newAdminServer(n)
+		go n.adminSrv.Serve(ln)
+	}
 	return nil
 }
+
+// AdminAddr is the bound address of the admin listener ("" if none).
+func (n *Node) AdminAddr() string { return addrOf(n.adminLn) }
+
+// RaftAddr is the address other nodes of the site reach this node's raft transport at.
+func (n *Node) RaftAddr() string { return n.rn.Addr() }
 
 // ETSI014Addr is the bound address of the ETSI 014 listener ("" if none).
 func (n *Node) ETSI014Addr() string { return addrOf(n.etsiLn) }
@@ -177,8 +203,10 @@ func (n *Node) Close() error {
 		n.etsiSrv.Shutdown(ctx)
 		cancel()
 	}
-	if n.peerSrv != nil {
-		n.peerSrv.GracefulStop()
+	for _, g := range []*grpc.Server{n.peerSrv, n.adminSrv} {
+		if g != nil {
+			g.GracefulStop()
+		}
 	}
 	n.wg.Wait()
 	n.peersMu.Lock()
@@ -210,7 +238,9 @@ func (n *Node) propose(ctx context.Context, c *kms.Command) (*kms.Result, error)
 	return res, nil
 }
 
-// peerClient returns (dialling once) the peer-channel client for a site.
+// peerClient returns (dialling once) the peer-channel client for a site. A site has several
+// nodes; after a failed call peerFailed moves on to the next address, so the channel works
+// through any node and survives the loss of one.
 func (n *Node) peerClient(kme string) (*peer.Client, error) {
 	n.peersMu.Lock()
 	defer n.peersMu.Unlock()
@@ -221,7 +251,7 @@ func (n *Node) peerClient(kme string) (*peer.Client, error) {
 		if p.KMEID != kme || len(p.Addrs) == 0 {
 			continue
 		}
-		c, err := peer.Dial(p.Addrs[0], n.clientTLS, kme)
+		c, err := peer.Dial(p.Addrs[n.peerNext[kme]%len(p.Addrs)], n.clientTLS, kme)
 		if err != nil {
 			return nil, err
 		}
@@ -229,4 +259,44 @@ func (n *Node) peerClient(kme string) (*peer.Client, error) {
 		return c, nil
 	}
 	return nil, fmt.Errorf("site: no peer-channel address configured for %s", kme)
+}
+
+// peerFailed drops the client of a site after a call that may succeed elsewhere, so the next
+// call dials the site's next node.
+func (n *Node) peerFailed(kme string, err error) {
+	if !peer.Retryable(err) {
+		return
+	}
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	if c := n.peers[kme]; c != nil {
+		c.Close()
+		delete(n.peers, kme)
+	}
+	n.peerNext[kme]++
+}
+
+// withPeer runs call against a site's peer channel, moving on to the site's next node after a
+// failure that another node may not have, until every address was tried once.
+func (n *Node) withPeer(kme string, call func(*peer.Client) error) error {
+	n.peersMu.Lock()
+	tries := 1
+	for _, p := range n.cfg.Peers {
+		if p.KMEID == kme {
+			tries = max(1, len(p.Addrs))
+		}
+	}
+	n.peersMu.Unlock()
+	var err error
+	for i := 0; i < tries; i++ {
+		var c *peer.Client
+		if c, err = n.peerClient(kme); err != nil {
+			return err
+		}
+		if err = call(c); err == nil || !peer.Retryable(err) {
+			return err
+		}
+		n.peerFailed(kme, err)
+	}
+	return err
 }

@@ -21,7 +21,8 @@ import (
 // network of `qkms demo` (and of `qkdsim serve`, whose sites play QKD devices).
 type Pair struct {
 	Layout pki.Layout
-	Sites  [2]*Node
+	Sites  [2]*Node   // the first node of each site
+	Nodes  [2][]*Node // every node of each site
 	SAEs   [2][]string
 
 	logger *slog.Logger
@@ -44,7 +45,9 @@ type PairConfig struct {
 	KeyTTL time.Duration
 	// ETSI014 are the listen addresses of the sites' ETSI 014 listeners (default 127.0.0.1:0).
 	ETSI014 [2]string
-	Logger  *slog.Logger
+	// NodesPerSite is the size of each site's raft cluster (default 1).
+	NodesPerSite int
+	Logger       *slog.Logger
 }
 
 // StartPair writes a development PKI and master keys into cfg.Dir, starts both sites on
@@ -65,45 +68,22 @@ func StartPair(cfg PairConfig) (*Pair, error) {
 		}
 	}
 	p := &Pair{Layout: layout, SAEs: cfg.SAEs, logger: cfg.Logger}
+	nodes := max(cfg.NodesPerSite, 1)
 	for i, k := range cfg.KMEs {
-		kme, _ := layout.Find(k)
-		dir, _ := filepath.Abs(filepath.Join(cfg.Dir, k))
-		keyFile := filepath.Join(dir, "master.key")
-		err := os.MkdirAll(dir, 0o700)
-		if err == nil {
-			if _, statErr := os.Stat(keyFile); statErr != nil {
-				err = store.GenerateMasterKey(keyFile)
-			}
-		}
-		if err != nil {
-			p.Close()
-			return nil, err
-		}
-		raftAddr, err := freeLoopbackAddr()
-		if err != nil {
-			p.Close()
-			return nil, err
-		}
-		etsiAddr := cfg.ETSI014[i]
-		if etsiAddr == "" {
-			etsiAddr = "127.0.0.1:0"
-		}
-		n, err := Open(Config{
-			KMEID: k, NodeID: k + "-1", DataDir: dir, MasterKeyFile: keyFile,
-			TLS:    TLSConfig{CA: layout.CACert, Cert: kme.Cert, Key: kme.Key},
-			Listen: ListenConfig{ETSI014: etsiAddr, Peer: "127.0.0.1:0", Raft: raftAddr},
-			Raft:   RaftConfig{Bootstrap: true},
-			SAEs:   registry, Limits: cfg.Limits, KeyTTL: cfg.KeyTTL,
-			Upstream: cfg.Upstream[i],
-		}, cfg.Logger)
-		if err != nil {
+		if err := p.startSite(cfg, i, k, nodes, registry); err != nil {
 			p.Close()
 			return nil, fmt.Errorf("site %s: %w", k, err)
 		}
-		p.Sites[i] = n
 	}
-	p.Sites[0].SetPeer(cfg.KMEs[1], []string{p.Sites[1].PeerAddr()})
-	p.Sites[1].SetPeer(cfg.KMEs[0], []string{p.Sites[0].PeerAddr()})
+	for i := range cfg.KMEs {
+		var addrs []string
+		for _, n := range p.Nodes[1-i] {
+			addrs = append(addrs, n.PeerAddr())
+		}
+		for _, n := range p.Nodes[i] {
+			n.SetPeer(cfg.KMEs[1-i], addrs)
+		}
+	}
 
 	if cfg.Link == nil {
 		return p, nil
@@ -134,6 +114,66 @@ func StartPair(cfg PairConfig) (*Pair, error) {
 		}
 	}()
 	return p, nil
+}
+
+// startSite starts the nodes of site i: the first bootstraps the raft cluster, the others join
+// it through its admin listener. All share the site's master key and KME certificate.
+func (p *Pair) startSite(cfg PairConfig, i int, k string, nodes int, registry map[string]string) error {
+	kme, _ := p.Layout.Find(k)
+	siteDir, _ := filepath.Abs(filepath.Join(cfg.Dir, k))
+	keyFile := filepath.Join(siteDir, "master.key")
+	if err := os.MkdirAll(siteDir, 0o700); err != nil {
+		return err
+	}
+	if _, err := os.Stat(keyFile); err != nil {
+		if err := store.GenerateMasterKey(keyFile); err != nil {
+			return err
+		}
+	}
+	for j := 0; j < nodes; j++ {
+		raftAddr, err := freeLoopbackAddr()
+		if err != nil {
+			return err
+		}
+		etsiAddr := cfg.ETSI014[i]
+		if etsiAddr == "" || j > 0 {
+			etsiAddr = "127.0.0.1:0"
+		}
+		dir := siteDir
+		if nodes > 1 {
+			dir = filepath.Join(siteDir, fmt.Sprintf("node%d", j+1))
+		}
+		c := Config{
+			KMEID: k, NodeID: fmt.Sprintf("%s-%d", k, j+1), DataDir: dir, MasterKeyFile: keyFile,
+			TLS:    TLSConfig{CA: p.Layout.CACert, Cert: kme.Cert, Key: kme.Key},
+			Listen: ListenConfig{ETSI014: etsiAddr, Peer: "127.0.0.1:0", Raft: raftAddr, Admin: "127.0.0.1:0"},
+			Raft:   RaftConfig{Bootstrap: j == 0},
+			SAEs:   registry, Limits: cfg.Limits, KeyTTL: cfg.KeyTTL,
+		}
+		if j == 0 {
+			c.Upstream = cfg.Upstream[i]
+		} else {
+			c.Raft.Join = []string{p.Nodes[i][0].AdminAddr()}
+		}
+		n, err := Open(c, cfg.Logger)
+		if err != nil {
+			return err
+		}
+		p.Nodes[i] = append(p.Nodes[i], n)
+	}
+	p.Sites[i] = p.Nodes[i][0]
+	// Wait until every node is a member, so the site is whole when StartPair returns.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		members, err := p.Sites[i].rn.Members()
+		if err == nil && len(members) == nodes {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d nodes joined", len(members), nodes)
+		}
+		time.Sleep(50 * time.Millisecond) // membership changes have no notification to wait on
+	}
 }
 
 // WaitForKey returns once each site owns at least minBytes of verified key for the other.
@@ -171,10 +211,12 @@ func (p *Pair) Close() error {
 	}
 	p.wg.Wait()
 	var err error
-	for _, n := range p.Sites {
-		if n != nil {
-			if e := n.Close(); e != nil && err == nil {
-				err = e
+	for i := range p.Nodes {
+		for _, n := range p.Nodes[i] {
+			if n != nil {
+				if e := n.Close(); e != nil && err == nil {
+					err = e
+				}
 			}
 		}
 	}
@@ -190,12 +232,12 @@ func (p *Pair) Restart(i int) error {
 	if err := n.Close(); err != nil {
 		return err
 	}
-	p.Sites[i] = nil
+	p.Sites[i], p.Nodes[i][0] = nil, nil
 	n, err := Open(cfg, p.logger)
 	if err != nil {
 		return err
 	}
-	p.Sites[i] = n
+	p.Sites[i], p.Nodes[i][0] = n, n
 	return nil
 }
 

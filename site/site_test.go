@@ -78,6 +78,12 @@ func (tp *testPair) waitKey(min int64) {
 // client is an ETSI 014 client of site i as the SAE sae.
 func (tp *testPair) client(i int, sae string) *etsi014.Client {
 	tp.t.Helper()
+	return tp.clientAt(tp.Sites[i].ETSI014Addr(), sae)
+}
+
+// clientAt is an ETSI 014 client of the node listening at addr, as the SAE sae.
+func (tp *testPair) clientAt(addr, sae string) *etsi014.Client {
+	tp.t.Helper()
 	e, ok := tp.Layout.Find(sae)
 	if !ok {
 		tp.t.Fatalf("no certificate for %s", sae)
@@ -86,7 +92,7 @@ func (tp *testPair) client(i int, sae string) *etsi014.Client {
 	if err != nil {
 		tp.t.Fatal(err)
 	}
-	return etsi014.NewClient("https://"+tp.Sites[i].ETSI014Addr(), cfg)
+	return etsi014.NewClient("https://"+addr, cfg)
 }
 
 func statusCode(err error) int {

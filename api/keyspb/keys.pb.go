@@ -716,6 +716,262 @@ func (x *StreamedKey) GetKey() *Key {
 	return nil
 }
 
+type JoinNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinNodeRequest) Reset() {
+	*x = JoinNodeRequest{}
+	mi := &file_api_keyspb_keys_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinNodeRequest) ProtoMessage() {}
+
+func (x *JoinNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_keyspb_keys_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinNodeRequest.ProtoReflect.Descriptor instead.
+func (*JoinNodeRequest) Descriptor() ([]byte, []int) {
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *JoinNodeRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *JoinNodeRequest) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+type JoinNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinNodeResponse) Reset() {
+	*x = JoinNodeResponse{}
+	mi := &file_api_keyspb_keys_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinNodeResponse) ProtoMessage() {}
+
+func (x *JoinNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_keyspb_keys_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinNodeResponse.ProtoReflect.Descriptor instead.
+func (*JoinNodeResponse) Descriptor() ([]byte, []int) {
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{10}
+}
+
+type RemoveNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_api_keyspb_keys_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_keyspb_keys_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RemoveNodeRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type RemoveNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_api_keyspb_keys_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_keyspb_keys_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{12}
+}
+
+type StateDigestRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateDigestRequest) Reset() {
+	*x = StateDigestRequest{}
+	mi := &file_api_keyspb_keys_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateDigestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateDigestRequest) ProtoMessage() {}
+
+func (x *StateDigestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_keyspb_keys_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateDigestRequest.ProtoReflect.Descriptor instead.
+func (*StateDigestRequest) Descriptor() ([]byte, []int) {
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{13}
+}
+
+type StateDigestResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AppliedIndex  uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Digest        []byte                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"` // SHA-256 over the logical records in key order
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateDigestResponse) Reset() {
+	*x = StateDigestResponse{}
+	mi := &file_api_keyspb_keys_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateDigestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateDigestResponse) ProtoMessage() {}
+
+func (x *StateDigestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_keyspb_keys_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateDigestResponse.ProtoReflect.Descriptor instead.
+func (*StateDigestResponse) Descriptor() ([]byte, []int) {
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *StateDigestResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *StateDigestResponse) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
 type ClusterStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -724,7 +980,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[9]
+	mi := &file_api_keyspb_keys_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +992,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[9]
+	mi := &file_api_keyspb_keys_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +1005,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{9}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{15}
 }
 
 type Member struct {
@@ -764,7 +1020,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[10]
+	mi := &file_api_keyspb_keys_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +1032,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[10]
+	mi := &file_api_keyspb_keys_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +1045,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{10}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Member) GetId() string {
@@ -834,7 +1090,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[11]
+	mi := &file_api_keyspb_keys_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +1102,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[11]
+	mi := &file_api_keyspb_keys_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +1115,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{11}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ClusterStatusResponse) GetKmeId() string {
@@ -912,7 +1168,7 @@ type ListPoolsRequest struct {
 
 func (x *ListPoolsRequest) Reset() {
 	*x = ListPoolsRequest{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[12]
+	mi := &file_api_keyspb_keys_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1180,7 @@ func (x *ListPoolsRequest) String() string {
 func (*ListPoolsRequest) ProtoMessage() {}
 
 func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[12]
+	mi := &file_api_keyspb_keys_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1193,7 @@ func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{12}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{18}
 }
 
 type Pool struct {
@@ -954,7 +1210,7 @@ type Pool struct {
 
 func (x *Pool) Reset() {
 	*x = Pool{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[13]
+	mi := &file_api_keyspb_keys_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1222,7 @@ func (x *Pool) String() string {
 func (*Pool) ProtoMessage() {}
 
 func (x *Pool) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[13]
+	mi := &file_api_keyspb_keys_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1235,7 @@ func (x *Pool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pool.ProtoReflect.Descriptor instead.
 func (*Pool) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{13}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Pool) GetPeerKmeId() string {
@@ -1033,7 +1289,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[14]
+	mi := &file_api_keyspb_keys_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1301,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[14]
+	mi := &file_api_keyspb_keys_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1314,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{14}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListPoolsResponse) GetPools() []*Pool {
@@ -1076,7 +1332,7 @@ type ListLinksRequest struct {
 
 func (x *ListLinksRequest) Reset() {
 	*x = ListLinksRequest{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[15]
+	mi := &file_api_keyspb_keys_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1344,7 @@ func (x *ListLinksRequest) String() string {
 func (*ListLinksRequest) ProtoMessage() {}
 
 func (x *ListLinksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[15]
+	mi := &file_api_keyspb_keys_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1357,7 @@ func (x *ListLinksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLinksRequest.ProtoReflect.Descriptor instead.
 func (*ListLinksRequest) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{15}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{21}
 }
 
 type Link struct {
@@ -1119,7 +1375,7 @@ type Link struct {
 
 func (x *Link) Reset() {
 	*x = Link{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[16]
+	mi := &file_api_keyspb_keys_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1387,7 @@ func (x *Link) String() string {
 func (*Link) ProtoMessage() {}
 
 func (x *Link) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[16]
+	mi := &file_api_keyspb_keys_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1400,7 @@ func (x *Link) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Link.ProtoReflect.Descriptor instead.
 func (*Link) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{16}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Link) GetPeerKmeId() string {
@@ -1205,7 +1461,7 @@ type ListLinksResponse struct {
 
 func (x *ListLinksResponse) Reset() {
 	*x = ListLinksResponse{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[17]
+	mi := &file_api_keyspb_keys_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1473,7 @@ func (x *ListLinksResponse) String() string {
 func (*ListLinksResponse) ProtoMessage() {}
 
 func (x *ListLinksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[17]
+	mi := &file_api_keyspb_keys_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1486,7 @@ func (x *ListLinksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLinksResponse.ProtoReflect.Descriptor instead.
 func (*ListLinksResponse) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{17}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListLinksResponse) GetLinks() []*Link {
@@ -1248,7 +1504,7 @@ type ListSAEsRequest struct {
 
 func (x *ListSAEsRequest) Reset() {
 	*x = ListSAEsRequest{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[18]
+	mi := &file_api_keyspb_keys_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1516,7 @@ func (x *ListSAEsRequest) String() string {
 func (*ListSAEsRequest) ProtoMessage() {}
 
 func (x *ListSAEsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[18]
+	mi := &file_api_keyspb_keys_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1529,7 @@ func (x *ListSAEsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSAEsRequest.ProtoReflect.Descriptor instead.
 func (*ListSAEsRequest) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{18}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{24}
 }
 
 type SAE struct {
@@ -1286,7 +1542,7 @@ type SAE struct {
 
 func (x *SAE) Reset() {
 	*x = SAE{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[19]
+	mi := &file_api_keyspb_keys_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1554,7 @@ func (x *SAE) String() string {
 func (*SAE) ProtoMessage() {}
 
 func (x *SAE) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[19]
+	mi := &file_api_keyspb_keys_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1567,7 @@ func (x *SAE) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SAE.ProtoReflect.Descriptor instead.
 func (*SAE) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{19}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SAE) GetSaeId() string {
@@ -1337,7 +1593,7 @@ type ListSAEsResponse struct {
 
 func (x *ListSAEsResponse) Reset() {
 	*x = ListSAEsResponse{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[20]
+	mi := &file_api_keyspb_keys_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1605,7 @@ func (x *ListSAEsResponse) String() string {
 func (*ListSAEsResponse) ProtoMessage() {}
 
 func (x *ListSAEsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[20]
+	mi := &file_api_keyspb_keys_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1618,7 @@ func (x *ListSAEsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSAEsResponse.ProtoReflect.Descriptor instead.
 func (*ListSAEsResponse) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{20}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListSAEsResponse) GetSaes() []*SAE {
@@ -1381,7 +1637,7 @@ type GetKeyInfoRequest struct {
 
 func (x *GetKeyInfoRequest) Reset() {
 	*x = GetKeyInfoRequest{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[21]
+	mi := &file_api_keyspb_keys_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1649,7 @@ func (x *GetKeyInfoRequest) String() string {
 func (*GetKeyInfoRequest) ProtoMessage() {}
 
 func (x *GetKeyInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[21]
+	mi := &file_api_keyspb_keys_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1662,7 @@ func (x *GetKeyInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetKeyInfoRequest) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{21}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetKeyInfoRequest) GetKeyId() string {
@@ -1437,7 +1693,7 @@ type KeyInfo struct {
 
 func (x *KeyInfo) Reset() {
 	*x = KeyInfo{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[22]
+	mi := &file_api_keyspb_keys_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1705,7 @@ func (x *KeyInfo) String() string {
 func (*KeyInfo) ProtoMessage() {}
 
 func (x *KeyInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[22]
+	mi := &file_api_keyspb_keys_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1718,7 @@ func (x *KeyInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyInfo.ProtoReflect.Descriptor instead.
 func (*KeyInfo) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{22}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *KeyInfo) GetKeyId() string {
@@ -1562,7 +1818,7 @@ type QueryAuditRequest struct {
 
 func (x *QueryAuditRequest) Reset() {
 	*x = QueryAuditRequest{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[23]
+	mi := &file_api_keyspb_keys_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1830,7 @@ func (x *QueryAuditRequest) String() string {
 func (*QueryAuditRequest) ProtoMessage() {}
 
 func (x *QueryAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[23]
+	mi := &file_api_keyspb_keys_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1843,7 @@ func (x *QueryAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryAuditRequest.ProtoReflect.Descriptor instead.
 func (*QueryAuditRequest) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{23}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *QueryAuditRequest) GetSaeId() string {
@@ -1637,7 +1893,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[24]
+	mi := &file_api_keyspb_keys_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1905,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[24]
+	mi := &file_api_keyspb_keys_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1918,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{24}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AuditEntry) GetIndex() uint64 {
@@ -1688,7 +1944,7 @@ type ExportAuditRequest struct {
 
 func (x *ExportAuditRequest) Reset() {
 	*x = ExportAuditRequest{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[25]
+	mi := &file_api_keyspb_keys_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1700,7 +1956,7 @@ func (x *ExportAuditRequest) String() string {
 func (*ExportAuditRequest) ProtoMessage() {}
 
 func (x *ExportAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[25]
+	mi := &file_api_keyspb_keys_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1713,7 +1969,7 @@ func (x *ExportAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportAuditRequest.ProtoReflect.Descriptor instead.
 func (*ExportAuditRequest) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{25}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ExportAuditRequest) GetFromIndex() uint64 {
@@ -1733,7 +1989,7 @@ type AuditChunk struct {
 
 func (x *AuditChunk) Reset() {
 	*x = AuditChunk{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[26]
+	mi := &file_api_keyspb_keys_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +2001,7 @@ func (x *AuditChunk) String() string {
 func (*AuditChunk) ProtoMessage() {}
 
 func (x *AuditChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[26]
+	mi := &file_api_keyspb_keys_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +2014,7 @@ func (x *AuditChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditChunk.ProtoReflect.Descriptor instead.
 func (*AuditChunk) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{26}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AuditChunk) GetData() []byte {
@@ -1778,7 +2034,7 @@ type ZeroizeRequest struct {
 
 func (x *ZeroizeRequest) Reset() {
 	*x = ZeroizeRequest{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[27]
+	mi := &file_api_keyspb_keys_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +2046,7 @@ func (x *ZeroizeRequest) String() string {
 func (*ZeroizeRequest) ProtoMessage() {}
 
 func (x *ZeroizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[27]
+	mi := &file_api_keyspb_keys_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +2059,7 @@ func (x *ZeroizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ZeroizeRequest.ProtoReflect.Descriptor instead.
 func (*ZeroizeRequest) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{27}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ZeroizeRequest) GetPeerKmeId() string {
@@ -1830,7 +2086,7 @@ type ZeroizeResponse struct {
 
 func (x *ZeroizeResponse) Reset() {
 	*x = ZeroizeResponse{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[28]
+	mi := &file_api_keyspb_keys_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +2098,7 @@ func (x *ZeroizeResponse) String() string {
 func (*ZeroizeResponse) ProtoMessage() {}
 
 func (x *ZeroizeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[28]
+	mi := &file_api_keyspb_keys_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +2111,7 @@ func (x *ZeroizeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ZeroizeResponse.ProtoReflect.Descriptor instead.
 func (*ZeroizeResponse) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{28}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ZeroizeResponse) GetBlocksErased() int64 {
@@ -1880,7 +2136,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[29]
+	mi := &file_api_keyspb_keys_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +2148,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[29]
+	mi := &file_api_keyspb_keys_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2161,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{29}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{35}
 }
 
 type SnapshotResponse struct {
@@ -1918,7 +2174,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[30]
+	mi := &file_api_keyspb_keys_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1930,7 +2186,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[30]
+	mi := &file_api_keyspb_keys_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1943,7 +2199,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{30}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SnapshotResponse) GetIndex() uint64 {
@@ -2020,7 +2276,18 @@ const file_api_keyspb_keys_proto_rawDesc = "" +
 	"\vStreamedKey\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x1e\n" +
-	"\x03key\x18\x03 \x01(\v2\f.qkms.v1.KeyR\x03key\"\x16\n" +
+	"\x03key\x18\x03 \x01(\v2\f.qkms.v1.KeyR\x03key\"M\n" +
+	"\x0fJoinNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
+	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\"\x12\n" +
+	"\x10JoinNodeResponse\",\n" +
+	"\x11RemoveNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x14\n" +
+	"\x12RemoveNodeResponse\"\x14\n" +
+	"\x12StateDigestRequest\"R\n" +
+	"\x13StateDigestResponse\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\fR\x06digest\"\x16\n" +
 	"\x14ClusterStatusRequest\"`\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
@@ -2123,7 +2390,7 @@ const file_api_keyspb_keys_proto_rawDesc = "" +
 	"\n" +
 	"StreamKeys\x12\x1a.qkms.v1.StreamKeysRequest\x1a\x14.qkms.v1.StreamedKey0\x01\x12@\n" +
 	"\n" +
-	"FollowKeys\x12\x1a.qkms.v1.FollowKeysRequest\x1a\x14.qkms.v1.StreamedKey0\x012\xdf\x04\n" +
+	"FollowKeys\x12\x1a.qkms.v1.FollowKeysRequest\x1a\x14.qkms.v1.StreamedKey0\x012\xb1\x06\n" +
 	"\x05Admin\x12N\n" +
 	"\rClusterStatus\x12\x1d.qkms.v1.ClusterStatusRequest\x1a\x1e.qkms.v1.ClusterStatusResponse\x12B\n" +
 	"\tListPools\x12\x19.qkms.v1.ListPoolsRequest\x1a\x1a.qkms.v1.ListPoolsResponse\x12B\n" +
@@ -2135,7 +2402,11 @@ const file_api_keyspb_keys_proto_rawDesc = "" +
 	"QueryAudit\x12\x1a.qkms.v1.QueryAuditRequest\x1a\x13.qkms.v1.AuditEntry0\x01\x12A\n" +
 	"\vExportAudit\x12\x1b.qkms.v1.ExportAuditRequest\x1a\x13.qkms.v1.AuditChunk0\x01\x12<\n" +
 	"\aZeroize\x12\x17.qkms.v1.ZeroizeRequest\x1a\x18.qkms.v1.ZeroizeResponse\x12?\n" +
-	"\bSnapshot\x12\x18.qkms.v1.SnapshotRequest\x1a\x19.qkms.v1.SnapshotResponseB!Z\x1fgithub.com/qkms/qkms/api/keyspbb\x06proto3"
+	"\bSnapshot\x12\x18.qkms.v1.SnapshotRequest\x1a\x19.qkms.v1.SnapshotResponse\x12?\n" +
+	"\bJoinNode\x12\x18.qkms.v1.JoinNodeRequest\x1a\x19.qkms.v1.JoinNodeResponse\x12E\n" +
+	"\n" +
+	"RemoveNode\x12\x1a.qkms.v1.RemoveNodeRequest\x1a\x1b.qkms.v1.RemoveNodeResponse\x12H\n" +
+	"\vStateDigest\x12\x1b.qkms.v1.StateDigestRequest\x1a\x1c.qkms.v1.StateDigestResponseB!Z\x1fgithub.com/qkms/qkms/api/keyspbb\x06proto3"
 
 var (
 	file_api_keyspb_keys_proto_rawDescOnce sync.Once
@@ -2150,7 +2421,7 @@ func file_api_keyspb_keys_proto_rawDescGZIP() []byte {
 }
 
 var file_api_keyspb_keys_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_keyspb_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_api_keyspb_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_api_keyspb_keys_proto_goTypes = []any{
 	(Provenance)(0),               // 0: qkms.v1.Provenance
 	(*GetStatusRequest)(nil),      // 1: qkms.v1.GetStatusRequest
@@ -2162,78 +2433,90 @@ var file_api_keyspb_keys_proto_goTypes = []any{
 	(*StreamKeysRequest)(nil),     // 7: qkms.v1.StreamKeysRequest
 	(*FollowKeysRequest)(nil),     // 8: qkms.v1.FollowKeysRequest
 	(*StreamedKey)(nil),           // 9: qkms.v1.StreamedKey
-	(*ClusterStatusRequest)(nil),  // 10: qkms.v1.ClusterStatusRequest
-	(*Member)(nil),                // 11: qkms.v1.Member
-	(*ClusterStatusResponse)(nil), // 12: qkms.v1.ClusterStatusResponse
-	(*ListPoolsRequest)(nil),      // 13: qkms.v1.ListPoolsRequest
-	(*Pool)(nil),                  // 14: qkms.v1.Pool
-	(*ListPoolsResponse)(nil),     // 15: qkms.v1.ListPoolsResponse
-	(*ListLinksRequest)(nil),      // 16: qkms.v1.ListLinksRequest
-	(*Link)(nil),                  // 17: qkms.v1.Link
-	(*ListLinksResponse)(nil),     // 18: qkms.v1.ListLinksResponse
-	(*ListSAEsRequest)(nil),       // 19: qkms.v1.ListSAEsRequest
-	(*SAE)(nil),                   // 20: qkms.v1.SAE
-	(*ListSAEsResponse)(nil),      // 21: qkms.v1.ListSAEsResponse
-	(*GetKeyInfoRequest)(nil),     // 22: qkms.v1.GetKeyInfoRequest
-	(*KeyInfo)(nil),               // 23: qkms.v1.KeyInfo
-	(*QueryAuditRequest)(nil),     // 24: qkms.v1.QueryAuditRequest
-	(*AuditEntry)(nil),            // 25: qkms.v1.AuditEntry
-	(*ExportAuditRequest)(nil),    // 26: qkms.v1.ExportAuditRequest
-	(*AuditChunk)(nil),            // 27: qkms.v1.AuditChunk
-	(*ZeroizeRequest)(nil),        // 28: qkms.v1.ZeroizeRequest
-	(*ZeroizeResponse)(nil),       // 29: qkms.v1.ZeroizeResponse
-	(*SnapshotRequest)(nil),       // 30: qkms.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),      // 31: qkms.v1.SnapshotResponse
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
+	(*JoinNodeRequest)(nil),       // 10: qkms.v1.JoinNodeRequest
+	(*JoinNodeResponse)(nil),      // 11: qkms.v1.JoinNodeResponse
+	(*RemoveNodeRequest)(nil),     // 12: qkms.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),    // 13: qkms.v1.RemoveNodeResponse
+	(*StateDigestRequest)(nil),    // 14: qkms.v1.StateDigestRequest
+	(*StateDigestResponse)(nil),   // 15: qkms.v1.StateDigestResponse
+	(*ClusterStatusRequest)(nil),  // 16: qkms.v1.ClusterStatusRequest
+	(*Member)(nil),                // 17: qkms.v1.Member
+	(*ClusterStatusResponse)(nil), // 18: qkms.v1.ClusterStatusResponse
+	(*ListPoolsRequest)(nil),      // 19: qkms.v1.ListPoolsRequest
+	(*Pool)(nil),                  // 20: qkms.v1.Pool
+	(*ListPoolsResponse)(nil),     // 21: qkms.v1.ListPoolsResponse
+	(*ListLinksRequest)(nil),      // 22: qkms.v1.ListLinksRequest
+	(*Link)(nil),                  // 23: qkms.v1.Link
+	(*ListLinksResponse)(nil),     // 24: qkms.v1.ListLinksResponse
+	(*ListSAEsRequest)(nil),       // 25: qkms.v1.ListSAEsRequest
+	(*SAE)(nil),                   // 26: qkms.v1.SAE
+	(*ListSAEsResponse)(nil),      // 27: qkms.v1.ListSAEsResponse
+	(*GetKeyInfoRequest)(nil),     // 28: qkms.v1.GetKeyInfoRequest
+	(*KeyInfo)(nil),               // 29: qkms.v1.KeyInfo
+	(*QueryAuditRequest)(nil),     // 30: qkms.v1.QueryAuditRequest
+	(*AuditEntry)(nil),            // 31: qkms.v1.AuditEntry
+	(*ExportAuditRequest)(nil),    // 32: qkms.v1.ExportAuditRequest
+	(*AuditChunk)(nil),            // 33: qkms.v1.AuditChunk
+	(*ZeroizeRequest)(nil),        // 34: qkms.v1.ZeroizeRequest
+	(*ZeroizeResponse)(nil),       // 35: qkms.v1.ZeroizeResponse
+	(*SnapshotRequest)(nil),       // 36: qkms.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),      // 37: qkms.v1.SnapshotResponse
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
 }
 var file_api_keyspb_keys_proto_depIdxs = []int32{
 	0,  // 0: qkms.v1.Key.provenance:type_name -> qkms.v1.Provenance
-	32, // 1: qkms.v1.Key.expires:type_name -> google.protobuf.Timestamp
+	38, // 1: qkms.v1.Key.expires:type_name -> google.protobuf.Timestamp
 	5,  // 2: qkms.v1.KeyContainer.keys:type_name -> qkms.v1.Key
-	33, // 3: qkms.v1.StreamKeysRequest.ttl:type_name -> google.protobuf.Duration
+	39, // 3: qkms.v1.StreamKeysRequest.ttl:type_name -> google.protobuf.Duration
 	0,  // 4: qkms.v1.StreamKeysRequest.min_provenance:type_name -> qkms.v1.Provenance
 	5,  // 5: qkms.v1.StreamedKey.key:type_name -> qkms.v1.Key
-	11, // 6: qkms.v1.ClusterStatusResponse.members:type_name -> qkms.v1.Member
-	14, // 7: qkms.v1.ListPoolsResponse.pools:type_name -> qkms.v1.Pool
-	32, // 8: qkms.v1.Link.last_block:type_name -> google.protobuf.Timestamp
-	17, // 9: qkms.v1.ListLinksResponse.links:type_name -> qkms.v1.Link
-	20, // 10: qkms.v1.ListSAEsResponse.saes:type_name -> qkms.v1.SAE
+	17, // 6: qkms.v1.ClusterStatusResponse.members:type_name -> qkms.v1.Member
+	20, // 7: qkms.v1.ListPoolsResponse.pools:type_name -> qkms.v1.Pool
+	38, // 8: qkms.v1.Link.last_block:type_name -> google.protobuf.Timestamp
+	23, // 9: qkms.v1.ListLinksResponse.links:type_name -> qkms.v1.Link
+	26, // 10: qkms.v1.ListSAEsResponse.saes:type_name -> qkms.v1.SAE
 	0,  // 11: qkms.v1.KeyInfo.provenance:type_name -> qkms.v1.Provenance
-	32, // 12: qkms.v1.KeyInfo.issued:type_name -> google.protobuf.Timestamp
-	32, // 13: qkms.v1.KeyInfo.expires:type_name -> google.protobuf.Timestamp
-	32, // 14: qkms.v1.QueryAuditRequest.since:type_name -> google.protobuf.Timestamp
-	32, // 15: qkms.v1.QueryAuditRequest.until:type_name -> google.protobuf.Timestamp
+	38, // 12: qkms.v1.KeyInfo.issued:type_name -> google.protobuf.Timestamp
+	38, // 13: qkms.v1.KeyInfo.expires:type_name -> google.protobuf.Timestamp
+	38, // 14: qkms.v1.QueryAuditRequest.since:type_name -> google.protobuf.Timestamp
+	38, // 15: qkms.v1.QueryAuditRequest.until:type_name -> google.protobuf.Timestamp
 	1,  // 16: qkms.v1.KeyDelivery.GetStatus:input_type -> qkms.v1.GetStatusRequest
 	3,  // 17: qkms.v1.KeyDelivery.GetKey:input_type -> qkms.v1.GetKeyRequest
 	4,  // 18: qkms.v1.KeyDelivery.GetKeyWithIDs:input_type -> qkms.v1.GetKeyWithIDsRequest
 	7,  // 19: qkms.v1.KeyDelivery.StreamKeys:input_type -> qkms.v1.StreamKeysRequest
 	8,  // 20: qkms.v1.KeyDelivery.FollowKeys:input_type -> qkms.v1.FollowKeysRequest
-	10, // 21: qkms.v1.Admin.ClusterStatus:input_type -> qkms.v1.ClusterStatusRequest
-	13, // 22: qkms.v1.Admin.ListPools:input_type -> qkms.v1.ListPoolsRequest
-	16, // 23: qkms.v1.Admin.ListLinks:input_type -> qkms.v1.ListLinksRequest
-	19, // 24: qkms.v1.Admin.ListSAEs:input_type -> qkms.v1.ListSAEsRequest
-	22, // 25: qkms.v1.Admin.GetKeyInfo:input_type -> qkms.v1.GetKeyInfoRequest
-	24, // 26: qkms.v1.Admin.QueryAudit:input_type -> qkms.v1.QueryAuditRequest
-	26, // 27: qkms.v1.Admin.ExportAudit:input_type -> qkms.v1.ExportAuditRequest
-	28, // 28: qkms.v1.Admin.Zeroize:input_type -> qkms.v1.ZeroizeRequest
-	30, // 29: qkms.v1.Admin.Snapshot:input_type -> qkms.v1.SnapshotRequest
-	2,  // 30: qkms.v1.KeyDelivery.GetStatus:output_type -> qkms.v1.Status
-	6,  // 31: qkms.v1.KeyDelivery.GetKey:output_type -> qkms.v1.KeyContainer
-	6,  // 32: qkms.v1.KeyDelivery.GetKeyWithIDs:output_type -> qkms.v1.KeyContainer
-	9,  // 33: qkms.v1.KeyDelivery.StreamKeys:output_type -> qkms.v1.StreamedKey
-	9,  // 34: qkms.v1.KeyDelivery.FollowKeys:output_type -> qkms.v1.StreamedKey
-	12, // 35: qkms.v1.Admin.ClusterStatus:output_type -> qkms.v1.ClusterStatusResponse
-	15, // 36: qkms.v1.Admin.ListPools:output_type -> qkms.v1.ListPoolsResponse
-	18, // 37: qkms.v1.Admin.ListLinks:output_type -> qkms.v1.ListLinksResponse
-	21, // 38: qkms.v1.Admin.ListSAEs:output_type -> qkms.v1.ListSAEsResponse
-	23, // 39: qkms.v1.Admin.GetKeyInfo:output_type -> qkms.v1.KeyInfo
-	25, // 40: qkms.v1.Admin.QueryAudit:output_type -> qkms.v1.AuditEntry
-	27, // 41: qkms.v1.Admin.ExportAudit:output_type -> qkms.v1.AuditChunk
-	29, // 42: qkms.v1.Admin.Zeroize:output_type -> qkms.v1.ZeroizeResponse
-	31, // 43: qkms.v1.Admin.Snapshot:output_type -> qkms.v1.SnapshotResponse
-	30, // [30:44] is the sub-list for method output_type
-	16, // [16:30] is the sub-list for method input_type
+	16, // 21: qkms.v1.Admin.ClusterStatus:input_type -> qkms.v1.ClusterStatusRequest
+	19, // 22: qkms.v1.Admin.ListPools:input_type -> qkms.v1.ListPoolsRequest
+	22, // 23: qkms.v1.Admin.ListLinks:input_type -> qkms.v1.ListLinksRequest
+	25, // 24: qkms.v1.Admin.ListSAEs:input_type -> qkms.v1.ListSAEsRequest
+	28, // 25: qkms.v1.Admin.GetKeyInfo:input_type -> qkms.v1.GetKeyInfoRequest
+	30, // 26: qkms.v1.Admin.QueryAudit:input_type -> qkms.v1.QueryAuditRequest
+	32, // 27: qkms.v1.Admin.ExportAudit:input_type -> qkms.v1.ExportAuditRequest
+	34, // 28: qkms.v1.Admin.Zeroize:input_type -> qkms.v1.ZeroizeRequest
+	36, // 29: qkms.v1.Admin.Snapshot:input_type -> qkms.v1.SnapshotRequest
+	10, // 30: qkms.v1.Admin.JoinNode:input_type -> qkms.v1.JoinNodeRequest
+	12, // 31: qkms.v1.Admin.RemoveNode:input_type -> qkms.v1.RemoveNodeRequest
+	14, // 32: qkms.v1.Admin.StateDigest:input_type -> qkms.v1.StateDigestRequest
+	2,  // 33: qkms.v1.KeyDelivery.GetStatus:output_type -> qkms.v1.Status
+	6,  // 34: qkms.v1.KeyDelivery.GetKey:output_type -> qkms.v1.KeyContainer
+	6,  // 35: qkms.v1.KeyDelivery.GetKeyWithIDs:output_type -> qkms.v1.KeyContainer
+	9,  // 36: qkms.v1.KeyDelivery.StreamKeys:output_type -> qkms.v1.StreamedKey
+	9,  // 37: qkms.v1.KeyDelivery.FollowKeys:output_type -> qkms.v1.StreamedKey
+	18, // 38: qkms.v1.Admin.ClusterStatus:output_type -> qkms.v1.ClusterStatusResponse
+	21, // 39: qkms.v1.Admin.ListPools:output_type -> qkms.v1.ListPoolsResponse
+	24, // 40: qkms.v1.Admin.ListLinks:output_type -> qkms.v1.ListLinksResponse
+	27, // 41: qkms.v1.Admin.ListSAEs:output_type -> qkms.v1.ListSAEsResponse
+	29, // 42: qkms.v1.Admin.GetKeyInfo:output_type -> qkms.v1.KeyInfo
+	31, // 43: qkms.v1.Admin.QueryAudit:output_type -> qkms.v1.AuditEntry
+	33, // 44: qkms.v1.Admin.ExportAudit:output_type -> qkms.v1.AuditChunk
+	35, // 45: qkms.v1.Admin.Zeroize:output_type -> qkms.v1.ZeroizeResponse
+	37, // 46: qkms.v1.Admin.Snapshot:output_type -> qkms.v1.SnapshotResponse
+	11, // 47: qkms.v1.Admin.JoinNode:output_type -> qkms.v1.JoinNodeResponse
+	13, // 48: qkms.v1.Admin.RemoveNode:output_type -> qkms.v1.RemoveNodeResponse
+	15, // 49: qkms.v1.Admin.StateDigest:output_type -> qkms.v1.StateDigestResponse
+	33, // [33:50] is the sub-list for method output_type
+	16, // [16:33] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -2250,7 +2533,7 @@ func file_api_keyspb_keys_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_keyspb_keys_proto_rawDesc), len(file_api_keyspb_keys_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   31,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -321,6 +321,9 @@ const (
 	Admin_ExportAudit_FullMethodName   = "/qkms.v1.Admin/ExportAudit"
 	Admin_Zeroize_FullMethodName       = "/qkms.v1.Admin/Zeroize"
 	Admin_Snapshot_FullMethodName      = "/qkms.v1.Admin/Snapshot"
+	Admin_JoinNode_FullMethodName      = "/qkms.v1.Admin/JoinNode"
+	Admin_RemoveNode_FullMethodName    = "/qkms.v1.Admin/RemoveNode"
+	Admin_StateDigest_FullMethodName   = "/qkms.v1.Admin/StateDigest"
 )
 
 // AdminClient is the client API for Admin service.
@@ -339,6 +342,13 @@ type AdminClient interface {
 	ExportAudit(ctx context.Context, in *ExportAuditRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AuditChunk], error)
 	Zeroize(ctx context.Context, in *ZeroizeRequest, opts ...grpc.CallOption) (*ZeroizeResponse, error)
 	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (*SnapshotResponse, error)
+	// JoinNode adds a node to this site's raft cluster. Besides admins, a node of the same site
+	// (a KME certificate naming this KME_ID) may ask to join itself.
+	JoinNode(ctx context.Context, in *JoinNodeRequest, opts ...grpc.CallOption) (*JoinNodeResponse, error)
+	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
+	// StateDigest is a hash of the node's replicated state (never of key bytes), so operators and
+	// fault tests can check that every node of a site holds the same state.
+	StateDigest(ctx context.Context, in *StateDigestRequest, opts ...grpc.CallOption) (*StateDigestResponse, error)
 }
 
 type adminClient struct {
@@ -457,6 +467,36 @@ func (c *adminClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ..
 	return out, nil
 }
 
+func (c *adminClient) JoinNode(ctx context.Context, in *JoinNodeRequest, opts ...grpc.CallOption) (*JoinNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinNodeResponse)
+	err := c.cc.Invoke(ctx, Admin_JoinNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveNodeResponse)
+	err := c.cc.Invoke(ctx, Admin_RemoveNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) StateDigest(ctx context.Context, in *StateDigestRequest, opts ...grpc.CallOption) (*StateDigestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StateDigestResponse)
+	err := c.cc.Invoke(ctx, Admin_StateDigest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -473,6 +513,13 @@ type AdminServer interface {
 	ExportAudit(*ExportAuditRequest, grpc.ServerStreamingServer[AuditChunk]) error
 	Zeroize(context.Context, *ZeroizeRequest) (*ZeroizeResponse, error)
 	Snapshot(context.Context, *SnapshotRequest) (*SnapshotResponse, error)
+	// JoinNode adds a node to this site's raft cluster. Besides admins, a node of the same site
+	// (a KME certificate naming this KME_ID) may ask to join itself.
+	JoinNode(context.Context, *JoinNodeRequest) (*JoinNodeResponse, error)
+	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
+	// StateDigest is a hash of the node's replicated state (never of key bytes), so operators and
+	// fault tests can check that every node of a site holds the same state.
+	StateDigest(context.Context, *StateDigestRequest) (*StateDigestResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -509,6 +556,15 @@ func (UnimplementedAdminServer) Zeroize(context.Context, *ZeroizeRequest) (*Zero
 }
 func (UnimplementedAdminServer) Snapshot(context.Context, *SnapshotRequest) (*SnapshotResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Snapshot not implemented")
+}
+func (UnimplementedAdminServer) JoinNode(context.Context, *JoinNodeRequest) (*JoinNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinNode not implemented")
+}
+func (UnimplementedAdminServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
+}
+func (UnimplementedAdminServer) StateDigest(context.Context, *StateDigestRequest) (*StateDigestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StateDigest not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -679,6 +735,60 @@ func _Admin_Snapshot_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_JoinNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).JoinNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_JoinNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).JoinNode(ctx, req.(*JoinNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RemoveNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RemoveNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RemoveNode(ctx, req.(*RemoveNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_StateDigest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StateDigestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).StateDigest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_StateDigest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).StateDigest(ctx, req.(*StateDigestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -713,6 +823,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Snapshot",
 			Handler:    _Admin_Snapshot_Handler,
+		},
+		{
+			MethodName: "JoinNode",
+			Handler:    _Admin_JoinNode_Handler,
+		},
+		{
+			MethodName: "RemoveNode",
+			Handler:    _Admin_RemoveNode_Handler,
+		},
+		{
+			MethodName: "StateDigest",
+			Handler:    _Admin_StateDigest_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
