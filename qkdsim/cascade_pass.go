@@ -45,9 +45,10 @@ type cascadePass struct {
 	nb   int // number of blocks
 
 	// passShuffled
-	perm []uint32 // pass-order position -> key position
-	inv  []uint32 // key position -> pass-order position (Bob only)
-	sb   []uint64 // Bob: his key in pass order, kept in step with his corrections
+	perm  []uint32 // Bob only: pass-order position -> key position; blocks in key order
+	lab16 []uint16 // Bob only: key position -> block (lab32 when there are over 2^16 blocks)
+	lab32 []uint32
+	sb    []uint64 // Bob: his key in pass order, kept in step with his corrections
 	// passBlocks and passShuffled, Alice only: prefix parities of her key in pass order,
 	// bit i = parity of positions [0, i], so every range parity is O(1).
 	pre []uint64
@@ -99,34 +100,6 @@ func bounded(r *rand.ChaCha8, n uint64) uint64 {
 	return hi
 }
 
-// shuffleRand draws the 32-bit bounded integers of a shuffle, two per 64-bit output.
-type shuffleRand struct {
-	r    *rand.ChaCha8
-	buf  uint64
-	have bool
-}
-
-func (s *shuffleRand) u32() uint32 {
-	if s.have {
-		s.have = false
-		return uint32(s.buf >> 32)
-	}
-	s.buf, s.have = s.r.Uint64(), true
-	return uint32(s.buf)
-}
-
-// bounded returns a uniform integer in [0, n) (Lemire's method with rejection).
-func (s *shuffleRand) bounded(n uint32) uint32 {
-	m := uint64(s.u32()) * uint64(n)
-	if uint32(m) < n {
-		t := -n % n
-		for uint32(m) < t {
-			m = uint64(s.u32()) * uint64(n)
-		}
-	}
-	return uint32(m >> 32)
-}
-
 // newCascadePass builds pass p of spec over key. Alice keeps prefix parities of her (fixed) key;
 // Bob keeps what he needs to follow his corrections.
 func newCascadePass(spec passSpec, key Bits, seed [32]byte, p int, bob bool) *cascadePass {
@@ -136,26 +109,7 @@ func newCascadePass(spec passSpec, key Bits, seed [32]byte, p int, bob bool) *ca
 	case passBlocks, passShuffled:
 		c.nb = (n + spec.k - 1) / spec.k
 		if spec.kind == passShuffled {
-			c.perm = make([]uint32, n)
-			for i := range c.perm {
-				c.perm[i] = uint32(i)
-			}
-			r := shuffleRand{r: passRand(seed, p)}
-			perm := c.perm
-			for i := n - 1; i > 0; i-- { // Fisher-Yates
-				j := r.bounded(uint32(i + 1))
-				perm[i], perm[j] = perm[j], perm[i]
-			}
-			g := gather(key, c.perm)
-			if bob {
-				c.sb = g
-				c.inv = make([]uint32, n)
-				for i, x := range c.perm {
-					c.inv[x] = uint32(i)
-				}
-			} else {
-				c.pre = g
-			}
+			c.buildShuffled(key, seed, p, bob)
 		} else if !bob {
 			c.pre = append([]uint64(nil), key.W...)
 		}
@@ -190,21 +144,179 @@ func newCascadePass(spec passSpec, key Bits, seed [32]byte, p int, bob bool) *ca
 	return c
 }
 
-// gather returns key in the order of perm, packed.
-func gather(key Bits, perm []uint32) []uint64 {
+// buildShuffled draws a uniformly random partition of the key's positions into blocks of
+// exactly k (the last block takes the remainder), each block in key order: a stable counting
+// sort of the positions by the block labels of shuffledLabels. Every step streams through
+// memory. Alice keeps only her key in pass order (turned into prefix parities by the caller);
+// Bob keeps the order, the labels (to find a corrected position's block) and his key in pass
+// order.
+func (c *cascadePass) buildShuffled(key Bits, seed [32]byte, p int, bob bool) {
+	if c.nb <= 1<<16 {
+		lab := shuffledLabels[uint16](c.n, c.spec.k, shuffleBucket, passRand(seed, p))
+		placeShuffled(c, key, lab, bob)
+		if bob {
+			c.lab16 = lab
+		}
+		return
+	}
+	lab := shuffledLabels[uint32](c.n, c.spec.k, shuffleBucket, passRand(seed, p))
+	placeShuffled(c, key, lab, bob)
+	if bob {
+		c.lab32 = lab
+	}
+}
+
+// placeShuffled is the counting sort of buildShuffled: block b starts at b*k in pass order,
+// and positions enter their block in key order.
+func placeShuffled[T uint16 | uint32](c *cascadePass, key Bits, lab []T, bob bool) {
+	next := make([]uint32, c.nb) // next free pass-order slot of each block
+	for b := range next {
+		next[b] = uint32(b * c.spec.k)
+	}
 	out := make([]uint64, len(key.W))
 	kw := key.W
-	for w := range out {
-		base := w << 6
-		end := min(base+64, len(perm))
-		var x uint64
-		for i := base; i < end; i++ {
-			p := perm[i]
-			x |= (kw[p>>6] >> (p & 63) & 1) << uint(i-base)
+	if !bob {
+		for x, b := range lab {
+			i := next[b]
+			next[b]++
+			out[i>>6] |= (kw[x>>6] >> uint(x&63) & 1) << (i & 63)
 		}
-		out[w] = x
+		c.pre = out
+		return
+	}
+	c.perm = make([]uint32, c.n)
+	for x, b := range lab {
+		i := next[b]
+		next[b]++
+		c.perm[i] = uint32(x)
+		out[i>>6] |= (kw[x>>6] >> uint(x&63) & 1) << (i & 63)
+	}
+	c.sb = out
+}
+
+// shuffledPos is the pass-order position of key position x in a passShuffled pass (Bob), and
+// its block: the block's positions are in key order, so a binary search finds x's slot.
+func (c *cascadePass) shuffledPos(x int) (i, b int) {
+	if c.lab16 != nil {
+		b = int(c.lab16[x])
+	} else {
+		b = int(c.lab32[x])
+	}
+	s, e := c.blockRange(b)
+	blk := c.perm[s:e]
+	lo, hi := 0, len(blk)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if int(blk[m]) < x {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return s + lo, b
+}
+
+// shuffleBucket is the number of elements per bucket of shuffledLabels: small enough that a
+// bucket's Fisher-Yates runs in the first-level cache.
+const shuffleBucket = 4096
+
+// shuffledLabels returns, for each of n positions, its block label, uniformly at random among
+// the assignments that put exactly k positions in every block but the last (the multiset
+// 0^k 1^k ... shuffled). It shuffles in two cache-friendly steps instead of one Fisher-Yates
+// with a cache miss per swap: every label goes to one of 2^b buckets chosen independently and
+// uniformly (a counting-sort scatter), then each bucket is shuffled by Fisher-Yates. The
+// result is exactly uniform: an arrangement arises with probability the sum over bucket sizes
+// c of 2^(-b n) prod 1/c_i!, the same for every arrangement (the bucket split of C. R. Rao,
+// "Generation of random permutations of given number of elements using random sampling
+// numbers", Sankhya A 23 (1961) 305-307).
+//
+// The permutation is public (Bob sends the seed), so its generator needs statistical, not
+// cryptographic, quality: wyrand seeded from the pass's ChaCha8 stream. The bucket choices
+// are drawn twice from the same generator state (to count, then to scatter) instead of being
+// stored.
+func shuffledLabels[T uint16 | uint32](n, k, bucket int, r *rand.ChaCha8) []T {
+	w0 := wyRand(r.Uint64())
+	bb := 0
+	for n>>bb > bucket && bb < 16 {
+		bb++
+	}
+	nbk := 1 << bb
+	mask := uint64(nbk - 1)
+	start := make([]uint32, nbk+1)
+	w := w0
+	j := 0
+	for ; j+4 <= n; j += 4 {
+		x := w.next()
+		start[x&mask+1]++
+		start[x>>16&mask+1]++
+		start[x>>32&mask+1]++
+		start[x>>48&mask+1]++
+	}
+	for x := w.next(); j < n; j++ {
+		start[x&mask+1]++
+		x >>= 16
+	}
+	for b := 1; b <= nbk; b++ {
+		start[b] += start[b-1]
+	}
+	out := make([]T, n)
+	pos := append([]uint32(nil), start[:nbk]...)
+	var lbl T
+	rem, kk := 0, k
+	put := func(id uint64) {
+		out[pos[id]] = lbl
+		pos[id]++
+		if rem++; rem == kk {
+			lbl, rem = lbl+1, 0
+		}
+	}
+	w = w0
+	j = 0
+	for ; j+4 <= n; j += 4 {
+		x := w.next()
+		put(x & mask)
+		put(x >> 16 & mask)
+		put(x >> 32 & mask)
+		put(x >> 48 & mask)
+	}
+	for x := w.next(); j < n; j++ {
+		put(x & mask)
+		x >>= 16
+	}
+	for b := 0; b < nbk; b++ {
+		seg := out[start[b]:start[b+1]]
+		var buf uint64
+		have := false
+		for i := len(seg) - 1; i > 0; i-- { // Fisher-Yates
+			bound := uint32(i + 1)
+			var m uint64
+			for {
+				if have {
+					m, have = (buf>>32)*uint64(bound), false
+				} else {
+					buf, have = w.next(), true
+					m = (buf & 0xffffffff) * uint64(bound)
+				}
+				// Lemire 2019: reject the few low products that would bias the result.
+				if uint32(m) >= bound || uint32(m) >= -bound%bound {
+					break
+				}
+			}
+			t := m >> 32
+			seg[i], seg[t] = seg[t], seg[i]
+		}
 	}
 	return out
+}
+
+// wyRand is Wang Yi's wyrand generator (public domain, github.com/wangyi-fudan/wyhash): a
+// 64-bit counter mixed by one 128-bit multiplication; it passes BigCrush and PractRand.
+type wyRand uint64
+
+func (w *wyRand) next() uint64 {
+	*w += 0xa0761d6478bd642f
+	hi, lo := bits.Mul64(uint64(*w), uint64(*w)^0xe7037ed1a0b428db)
+	return hi ^ lo
 }
 
 // prefixParity turns w into its prefix parities in place: bit i becomes the XOR of bits [0, i].
@@ -379,9 +491,9 @@ func (c *cascadePass) flip(x int) int {
 	case passBlocks:
 		b = x / c.spec.k
 	case passShuffled:
-		i := c.inv[x]
+		var i int
+		i, b = c.shuffledPos(x)
 		c.sb[i>>6] ^= uint64(1) << (i & 63)
-		b = int(i) / c.spec.k
 	default:
 		b = int(c.mask[x>>6] >> uint(x&63) & 1)
 	}
