@@ -277,6 +277,9 @@ func (f *forwardClient) call(ctx context.Context, addr string, req *wireRequest)
 		deadline = d
 	}
 	_ = c.SetDeadline(deadline)
+	// Cancelling ctx unblocks the write or read at once.
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	if err := writeFrame(c, req); err != nil {
 		_ = c.Close()
 		return nil, true, fmt.Errorf("raft: forward %s to %s: %w", req.Op, addr, err)
@@ -285,6 +288,10 @@ func (f *forwardClient) call(ctx context.Context, addr string, req *wireRequest)
 	if err := readFrame(c, resp); err != nil {
 		_ = c.Close()
 		return nil, true, fmt.Errorf("raft: forward %s to %s: %w", req.Op, addr, err)
+	}
+	if !stop() {
+		_ = c.Close() // the deadline was cut short; do not reuse
+		return resp, true, nil
 	}
 	_ = c.SetDeadline(time.Time{})
 	f.put(addr, c)

@@ -189,8 +189,18 @@ func (n *Node) proposeBatch(cmds []*kms.Command) ([]*kms.Result, error) {
 			return res, err
 		}
 	}
+	// A forward to a leader that died would hold the loop until ForwardTimeout; give up as
+	// soon as another leader is observed (the outcome is then unknown, and callers retry).
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ForwardTimeout)
 	defer cancel()
+	changed := n.leaderChanged()
+	go func() {
+		select {
+		case <-changed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	resp, err := n.forward(ctx, &wireRequest{Op: opPropose, Batch: data})
 	if err != nil {
 		return nil, err
