@@ -52,7 +52,7 @@ type Config struct {
 	Logger    *slog.Logger
 	// OnLeaderChange is called, in order, from one goroutine when this node gains (true) or
 	// loses (false) leadership; the node wiring starts and stops leader-only loops from it.
-	// It must not block for long.
+	// It must not block for long. Close ends with a call with false if the node was leader.
 	OnLeaderChange func(isLeader bool)
 
 	// MaxBatch bounds the commands grouped into one log entry (default 512).
@@ -166,6 +166,8 @@ type Node struct {
 	barrierMu   sync.Mutex
 	barrierTerm uint64 // term in which this node, as leader, completed a Barrier
 
+	raftDown chan struct{} // closed once raft has shut down
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -183,6 +185,7 @@ func Open(cfg Config) (*Node, error) {
 		cfg: cfg, log: cfg.Logger,
 		proposals: make(chan *proposal, 4*cfg.MaxBatch),
 		stop:      make(chan struct{}),
+		raftDown:  make(chan struct{}),
 		leaderChg: make(chan struct{}),
 	}
 	var err error
@@ -288,14 +291,34 @@ func (n *Node) leaderChanged() <-chan struct{} {
 
 func (n *Node) watchLeadership(notify chan bool) {
 	defer n.wg.Done()
+	leader := false
+	deliver := func(isLeader bool) {
+		if isLeader == leader {
+			return
+		}
+		leader = isLeader
+		n.log.Info("raft: leadership changed", "id", n.cfg.ID, "leader", isLeader)
+		if n.cfg.OnLeaderChange != nil {
+			n.cfg.OnLeaderChange(isLeader)
+		}
+	}
 	for {
 		select {
 		case isLeader := <-notify:
-			n.log.Info("raft: leadership changed", "id", n.cfg.ID, "leader", isLeader)
-			if n.cfg.OnLeaderChange != nil {
-				n.cfg.OnLeaderChange(isLeader)
+			deliver(isLeader)
+		case <-n.raftDown:
+			// Raft has stopped: deliver what it sent last, and make sure the wiring hears
+			// that leadership is gone.
+		drain:
+			for {
+				select {
+				case isLeader := <-notify:
+					deliver(isLeader)
+				default:
+					break drain
+				}
 			}
-		case <-n.stop:
+			deliver(false)
 			return
 		}
 	}
@@ -323,6 +346,7 @@ func (n *Node) Close() error {
 		if err := n.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, fmt.Errorf("raft: shutdown: %w", err))
 		}
+		close(n.raftDown)
 		n.raft.DeregisterObserver(n.observer)
 		n.fwd.close()
 		if err := n.transport.Close(); err != nil {

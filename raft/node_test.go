@@ -210,6 +210,21 @@ func TestProposeErrorKinds(t *testing.T) {
 	if _, err := n.Propose(ctxT(t), nil); !errors.Is(err, kms.ErrBadRequest) {
 		t.Fatalf("nil command: %v", err)
 	}
+	// Close tells the wiring that leadership is gone (Close waits for the notification).
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case l := <-n.leaderCh:
+		if l {
+			t.Fatal("leadership gained on close")
+		}
+	default:
+		t.Fatal("no loss of leadership reported on close")
+	}
+	if _, err := n.Propose(ctxT(t), ingest("late", 1)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("propose after close: %v, want ErrClosed", err)
+	}
 }
 
 func TestGroupCommitBatches(t *testing.T) {
