@@ -91,6 +91,11 @@ func (n *Node) awaitRetry(ctx context.Context, changed <-chan struct{}) error {
 }
 
 func (n *Node) proposeOnce(ctx context.Context, c *kms.Command) (*kms.Result, error) {
+	select {
+	case <-n.stop: // checked first: select below picks at random among ready cases
+		return nil, ErrClosed
+	default:
+	}
 	p := &proposal{ctx: ctx, cmd: c, done: make(chan outcome, 1)}
 	select {
 	case n.proposals <- p:
