@@ -192,6 +192,9 @@ func addrOf(ln net.Listener) string {
 	return ln.Addr().String()
 }
 
+// NodeID is this node's ID in the site's raft cluster.
+func (n *Node) NodeID() string { return n.cfg.NodeID }
+
 // KMEID is the site's KME ID.
 func (n *Node) KMEID() string { return n.cfg.KMEID }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/qkms/qkms/pki"
 	"github.com/qkms/qkms/qkdsim"
 	"github.com/qkms/qkms/site"
 )
@@ -24,12 +25,23 @@ type demoFile struct {
 }
 
 type demoSite struct {
-	KMEID      string    `json:"kme_id"`
-	ETSI014URL string    `json:"etsi014_url"`
-	PeerAddr   string    `json:"peer_addr"`
-	AdminCert  string    `json:"admin_cert,omitempty"`
-	AdminKey   string    `json:"admin_key,omitempty"`
-	SAEs       []demoSAE `json:"saes"`
+	KMEID      string     `json:"kme_id"`
+	ETSI014URL string     `json:"etsi014_url"`
+	PeerAddr   string     `json:"peer_addr"`
+	AdminAddr  string     `json:"admin_addr"`
+	Nodes      []demoNode `json:"nodes"`
+	AdminCert  string     `json:"admin_cert,omitempty"`
+	AdminKey   string     `json:"admin_key,omitempty"`
+	SAEs       []demoSAE  `json:"saes"`
+}
+
+// demoNode is one node of a site; a site's own fields repeat its first node's.
+type demoNode struct {
+	NodeID     string `json:"node_id"`
+	ETSI014URL string `json:"etsi014_url"`
+	PeerAddr   string `json:"peer_addr"`
+	AdminAddr  string `json:"admin_addr"`
+	RaftAddr   string `json:"raft_addr"`
 }
 
 type demoSAE struct {
@@ -45,6 +57,7 @@ func newDemoCmd() *cobra.Command {
 		distance float64
 		fast     bool
 		seed     uint64
+		nodes    int
 	)
 	cmd := &cobra.Command{
 		Use:   "demo --dir DIR",
@@ -52,6 +65,9 @@ func newDemoCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" {
 				return fmt.Errorf("--dir is required")
+			}
+			if nodes != 1 && nodes != 3 && nodes != 5 {
+				return fmt.Errorf("--nodes must be 1, 3 or 5 (a raft cluster of an odd size), got %d", nodes)
 			}
 			abs, err := filepath.Abs(dir)
 			if err != nil {
@@ -66,7 +82,7 @@ func newDemoCmd() *cobra.Command {
 				Dir:  abs,
 				KMEs: [2]string{"KME-A", "KME-B"},
 				SAEs: [2][]string{{"SAE-A1", "SAE-A2"}, {"SAE-B1", "SAE-B2"}},
-				Link: &linkCfg, Logger: slog.Default(),
+				Link: &linkCfg, Logger: slog.Default(), NodesPerSite: nodes,
 			})
 			if err != nil {
 				return err
@@ -81,13 +97,16 @@ func newDemoCmd() *cobra.Command {
 			}
 			df := demoFile{CA: pair.Layout.CACert}
 			for i, n := range pair.Sites {
-				ds := demoSite{KMEID: n.KMEID(), ETSI014URL: "https://" + n.ETSI014Addr(), PeerAddr: n.PeerAddr()}
+				ds := demoSite{KMEID: n.KMEID(), ETSI014URL: "https://" + n.ETSI014Addr(), PeerAddr: n.PeerAddr(), AdminAddr: n.AdminAddr()}
+				for _, m := range pair.Nodes[i] {
+					ds.Nodes = append(ds.Nodes, demoNode{NodeID: m.NodeID(), ETSI014URL: "https://" + m.ETSI014Addr(),
+						PeerAddr: m.PeerAddr(), AdminAddr: m.AdminAddr(), RaftAddr: m.RaftAddr()})
+				}
 				for _, s := range pair.SAEs[i] {
 					e, _ := pair.Layout.Find(s)
 					ds.SAEs = append(ds.SAEs, demoSAE{SAEID: s, Cert: e.Cert, Key: e.Key})
 				}
-				sites := pair.Layout
-				if e, ok := sites.Find("admin-" + n.KMEID()); ok {
+				if e, ok := pair.Layout.Find(pki.AdminID(n.KMEID())); ok {
 					ds.AdminCert, ds.AdminKey = e.Cert, e.Key
 				}
 				df.Sites = append(df.Sites, ds)
@@ -107,6 +126,7 @@ func newDemoCmd() *cobra.Command {
 	cmd.Flags().Float64Var(&distance, "distance", 25, "fibre length in km")
 	cmd.Flags().BoolVar(&fast, "fast", false, "fill the pools as fast as the simulator runs instead of at the physical rate")
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "simulator seed")
+	cmd.Flags().IntVar(&nodes, "nodes", 1, "nodes per site (a raft cluster of 1, 3 or 5)")
 	return cmd
 }
 
