@@ -21,6 +21,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"sort"
+	"sync"
 )
 
 type passKind uint8
@@ -45,10 +46,9 @@ type cascadePass struct {
 	nb   int // number of blocks
 
 	// passShuffled
-	perm  []uint32 // Bob only: pass-order position -> key position; blocks in key order
-	lab16 []uint16 // Bob only: key position -> block (lab32 when there are over 2^16 blocks)
-	lab32 []uint32
-	sb    []uint64 // Bob: his key in pass order, kept in step with his corrections
+	perm []uint32 // Bob only: pass-order position -> key position
+	inv  []uint32 // Bob only: key position -> pass-order position
+	sb   []uint64 // Bob: his key in pass order, kept in step with his corrections
 	// passBlocks and passShuffled, Alice only: prefix parities of her key in pass order,
 	// bit i = parity of positions [0, i], so every range parity is O(1).
 	pre []uint64
@@ -144,98 +144,73 @@ func newCascadePass(spec passSpec, key Bits, seed [32]byte, p int, bob bool) *ca
 	return c
 }
 
-// buildShuffled draws a uniformly random partition of the key's positions into blocks of
-// exactly k (the last block takes the remainder), each block in key order: a stable counting
-// sort of the positions by the block labels of shuffledLabels. Every step streams through
-// memory. Alice keeps only her key in pass order (turned into prefix parities by the caller);
-// Bob keeps the order, the labels (to find a corrected position's block) and his key in pass
+// buildShuffled draws a uniformly random permutation of the key's positions (shuffledPerm);
+// blocks are consecutive runs of k in its order. Alice keeps only her key in that order (turned
+// into prefix parities by the caller); Bob keeps the order, its inverse and his key in that
 // order.
 func (c *cascadePass) buildShuffled(key Bits, seed [32]byte, p int, bob bool) {
-	if c.nb <= 1<<16 {
-		lab := shuffledLabels[uint16](c.n, c.spec.k, shuffleBucket, passRand(seed, p))
-		placeShuffled(c, key, lab, bob)
-		if bob {
-			c.lab16 = lab
-		}
-		return
-	}
-	lab := shuffledLabels[uint32](c.n, c.spec.k, shuffleBucket, passRand(seed, p))
-	placeShuffled(c, key, lab, bob)
+	n := c.n
+	var perm []uint32
 	if bob {
-		c.lab32 = lab
+		perm = make([]uint32, n)
+	} else {
+		perm = getScratch(n)
+		defer putScratch(perm)
 	}
-}
-
-// placeShuffled is the counting sort of buildShuffled: block b starts at b*k in pass order,
-// and positions enter their block in key order.
-func placeShuffled[T uint16 | uint32](c *cascadePass, key Bits, lab []T, bob bool) {
-	next := make([]uint32, c.nb) // next free pass-order slot of each block
-	for b := range next {
-		next[b] = uint32(b * c.spec.k)
-	}
+	shuffledPerm(perm, shuffleBucket, wyRand(passRand(seed, p).Uint64()))
 	out := make([]uint64, len(key.W))
 	kw := key.W
-	if !bob {
-		for x, b := range lab {
-			i := next[b]
-			next[b]++
-			out[i>>6] |= (kw[x>>6] >> uint(x&63) & 1) << (i & 63)
+	// The key (n bits) stays in cache while perm streams past.
+	for w := range out {
+		base := w << 6
+		seg := perm[base:min(base+64, n)]
+		var x uint64
+		for j, pos := range seg {
+			x |= (kw[pos>>6] >> (pos & 63) & 1) << uint(j)
 		}
+		out[w] = x
+	}
+	if !bob {
 		c.pre = out
 		return
 	}
-	c.perm = make([]uint32, c.n)
-	for x, b := range lab {
-		i := next[b]
-		next[b]++
-		c.perm[i] = uint32(x)
-		out[i>>6] |= (kw[x>>6] >> uint(x&63) & 1) << (i & 63)
+	c.perm, c.sb = perm, out
+	c.inv = make([]uint32, n)
+	for i, pos := range perm {
+		c.inv[pos] = uint32(i)
 	}
-	c.sb = out
 }
 
-// shuffledPos is the pass-order position of key position x in a passShuffled pass (Bob), and
-// its block: the block's positions are in key order, so a binary search finds x's slot.
-func (c *cascadePass) shuffledPos(x int) (i, b int) {
-	if c.lab16 != nil {
-		b = int(c.lab16[x])
-	} else {
-		b = int(c.lab32[x])
+// scratch recycles Alice's permutation buffers, which live only while a pass is built.
+var scratch sync.Pool
+
+func getScratch(n int) []uint32 {
+	if p, ok := scratch.Get().(*[]uint32); ok && cap(*p) >= n {
+		return (*p)[:n]
 	}
-	s, e := c.blockRange(b)
-	blk := c.perm[s:e]
-	lo, hi := 0, len(blk)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if int(blk[m]) < x {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	return s + lo, b
+	return make([]uint32, n)
 }
 
-// shuffleBucket is the number of elements per bucket of shuffledLabels: small enough that a
+func putScratch(s []uint32) { scratch.Put(&s) }
+
+// shuffleBucket is the number of elements per bucket of shuffledPerm: small enough that a
 // bucket's Fisher-Yates runs in the first-level cache.
 const shuffleBucket = 4096
 
-// shuffledLabels returns, for each of n positions, its block label, uniformly at random among
-// the assignments that put exactly k positions in every block but the last (the multiset
-// 0^k 1^k ... shuffled). It shuffles in two cache-friendly steps instead of one Fisher-Yates
-// with a cache miss per swap: every label goes to one of 2^b buckets chosen independently and
-// uniformly (a counting-sort scatter), then each bucket is shuffled by Fisher-Yates. The
-// result is exactly uniform: an arrangement arises with probability the sum over bucket sizes
-// c of 2^(-b n) prod 1/c_i!, the same for every arrangement (the bucket split of C. R. Rao,
+// shuffledPerm fills perm with a uniformly random permutation of [0, len(perm)). It shuffles in
+// two cache-friendly steps instead of one Fisher-Yates with a cache miss per swap: every
+// element goes to one of 2^b buckets of about `bucket` elements, chosen independently and
+// uniformly (a counting-sort scatter), then each bucket is shuffled by Fisher-Yates in cache.
+// The result is exactly uniform: a given order arises with probability the sum over bucket
+// sizes c of 2^(-b n) prod 1/c_i!, the same for every order (the bucket split of C. R. Rao,
 // "Generation of random permutations of given number of elements using random sampling
 // numbers", Sankhya A 23 (1961) 305-307).
 //
 // The permutation is public (Bob sends the seed), so its generator needs statistical, not
-// cryptographic, quality: wyrand seeded from the pass's ChaCha8 stream. The bucket choices
-// are drawn twice from the same generator state (to count, then to scatter) instead of being
-// stored.
-func shuffledLabels[T uint16 | uint32](n, k, bucket int, r *rand.ChaCha8) []T {
-	w0 := wyRand(r.Uint64())
+// cryptographic, quality: wyrand. The bucket choices are drawn twice from the same generator
+// state (to count, then to scatter) instead of being stored.
+func shuffledPerm(perm []uint32, bucket int, w0 wyRand) {
+	n := len(perm)
 	bb := 0
 	for n>>bb > bucket && bb < 16 {
 		bb++
@@ -259,32 +234,29 @@ func shuffledLabels[T uint16 | uint32](n, k, bucket int, r *rand.ChaCha8) []T {
 	for b := 1; b <= nbk; b++ {
 		start[b] += start[b-1]
 	}
-	out := make([]T, n)
 	pos := append([]uint32(nil), start[:nbk]...)
-	var lbl T
-	rem, kk := 0, k
-	put := func(id uint64) {
-		out[pos[id]] = lbl
-		pos[id]++
-		if rem++; rem == kk {
-			lbl, rem = lbl+1, 0
-		}
-	}
 	w = w0
 	j = 0
 	for ; j+4 <= n; j += 4 {
 		x := w.next()
-		put(x & mask)
-		put(x >> 16 & mask)
-		put(x >> 32 & mask)
-		put(x >> 48 & mask)
+		b0, b1, b2, b3 := x&mask, x>>16&mask, x>>32&mask, x>>48&mask
+		perm[pos[b0]] = uint32(j)
+		pos[b0]++
+		perm[pos[b1]] = uint32(j + 1)
+		pos[b1]++
+		perm[pos[b2]] = uint32(j + 2)
+		pos[b2]++
+		perm[pos[b3]] = uint32(j + 3)
+		pos[b3]++
 	}
 	for x := w.next(); j < n; j++ {
-		put(x & mask)
+		b := x & mask
+		perm[pos[b]] = uint32(j)
+		pos[b]++
 		x >>= 16
 	}
 	for b := 0; b < nbk; b++ {
-		seg := out[start[b]:start[b+1]]
+		seg := perm[start[b]:start[b+1]]
 		var buf uint64
 		have := false
 		for i := len(seg) - 1; i > 0; i-- { // Fisher-Yates
@@ -306,7 +278,6 @@ func shuffledLabels[T uint16 | uint32](n, k, bucket int, r *rand.ChaCha8) []T {
 			seg[i], seg[t] = seg[t], seg[i]
 		}
 	}
-	return out
 }
 
 // wyRand is Wang Yi's wyrand generator (public domain, github.com/wangyi-fudan/wyhash): a
@@ -491,9 +462,9 @@ func (c *cascadePass) flip(x int) int {
 	case passBlocks:
 		b = x / c.spec.k
 	case passShuffled:
-		var i int
-		i, b = c.shuffledPos(x)
+		i := c.inv[x]
 		c.sb[i>>6] ^= uint64(1) << (i & 63)
+		b = int(i) / c.spec.k
 	default:
 		b = int(c.mask[x>>6] >> uint(x&63) & 1)
 	}

@@ -299,56 +299,49 @@ func ftoa(q float64) string {
 	return string([]byte{'0' + byte(q*100)/10, '0' + byte(math.Round(q*100))%10}) + "%"
 }
 
-// TestShuffledLabelsUniform checks the bucketed shuffle of block labels against its claim: every
-// arrangement of the multiset of labels equally likely, and exactly k positions per block.
-func TestShuffledLabelsUniform(t *testing.T) {
-	tests := []struct{ n, k, bucket int }{
-		{6, 2, 1},   // 64 buckets of about one element: the bucket split does all the work
-		{6, 2, 2},   // buckets and Fisher-Yates together
-		{6, 2, 100}, // one bucket: plain Fisher-Yates
-		{5, 2, 1},   // a short last block
+// TestShuffledPermUniform checks the bucketed shuffle against its claim: every order equally
+// likely, whatever the number of buckets.
+func TestShuffledPermUniform(t *testing.T) {
+	tests := []struct{ n, bucket int }{
+		{5, 1},   // 32 buckets of under one element: the bucket split does all the work
+		{5, 2},   // buckets and Fisher-Yates together
+		{5, 100}, // one bucket: plain Fisher-Yates
+		{4, 1},
 	}
 	const trials = 60_000
 	for _, tc := range tests {
-		counts := map[string]int{}
+		counts := map[[5]uint32]int{}
 		r := recTestRand(uint64(tc.n*1000 + tc.bucket))
+		perm := make([]uint32, tc.n)
 		for i := 0; i < trials; i++ {
-			lab := shuffledLabels[uint16](tc.n, tc.k, tc.bucket, rand.NewChaCha8([32]byte{byte(i), byte(i >> 8), byte(r.Uint64())}))
-			per := map[uint16]int{}
-			key := make([]byte, tc.n)
-			for x, b := range lab {
-				per[b]++
-				key[x] = '0' + byte(b)
+			shuffledPerm(perm, tc.bucket, wyRand(r.Uint64()))
+			var key [5]uint32
+			seen := 0
+			for j, x := range perm {
+				key[j] = x
+				seen |= 1 << x
 			}
-			for b, c := range per {
-				if want := min(tc.k, tc.n-int(b)*tc.k); c != want {
-					t.Fatalf("%+v: block %d has %d positions, want %d", tc, b, c, want)
-				}
+			if seen != 1<<tc.n-1 {
+				t.Fatalf("%+v: %v is not a permutation", tc, perm)
 			}
-			counts[string(key)]++
+			counts[key]++
 		}
-		// Number of distinct arrangements of the multiset.
-		arr := 1.0
+		orders := 1.0
 		for i := 2; i <= tc.n; i++ {
-			arr *= float64(i)
+			orders *= float64(i)
 		}
-		for b := 0; b*tc.k < tc.n; b++ {
-			for i := 2; i <= min(tc.k, tc.n-b*tc.k); i++ {
-				arr /= float64(i)
-			}
+		if len(counts) != int(orders) {
+			t.Fatalf("%+v: %d orders seen, want %v", tc, len(counts), orders)
 		}
-		if len(counts) != int(arr) {
-			t.Fatalf("%+v: %d arrangements seen, want %v", tc, len(counts), arr)
-		}
-		mean := trials / arr
+		mean := trials / orders
 		var chi2 float64
 		for _, c := range counts {
 			chi2 += (float64(c) - mean) * (float64(c) - mean) / mean
 		}
-		// chi-square with arr-1 degrees of freedom: mean arr-1, sd sqrt(2(arr-1)); 6 sd is
-		// far beyond chance, while a biased shuffle (e.g. j drawn from [0, n) instead of
-		// [0, i]) lands hundreds of sd out.
-		if df := arr - 1; chi2 > df+6*math.Sqrt(2*df) {
+		// chi-square with orders-1 degrees of freedom: mean orders-1, sd sqrt(2(orders-1));
+		// 6 sd is far beyond chance, while a biased shuffle (e.g. j drawn from [0, i) instead
+		// of [0, i]) lands hundreds of sd out.
+		if df := orders - 1; chi2 > df+6*math.Sqrt(2*df) {
 			t.Errorf("%+v: chi2 = %.1f with %v degrees of freedom", tc, chi2, df)
 		}
 	}
