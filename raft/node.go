@@ -47,9 +47,13 @@ type Config struct {
 	VerifyPeer func(*x509.Certificate) error
 	// Bootstrap makes a node with no raft state start a new site with itself as sole voter.
 	Bootstrap bool
-	Applier   Applier
-	Store     Store
-	Logger    *slog.Logger
+	// NoFsync makes log writes return once they reach the operating system, without waiting for
+	// the disk: an acknowledged entry survives a crash of the process but not of the machine,
+	// unless a quorum of other nodes holds it (site durability "os").
+	NoFsync bool
+	Applier Applier
+	Store   Store
+	Logger  *slog.Logger
 	// OnLeaderChange is called, in order, from one goroutine when this node gains (true) or
 	// loses (false) leadership; the node wiring starts and stops leader-only loops from it.
 	// It must not block for long. Close ends with a call with false if the node was leader.
@@ -196,7 +200,7 @@ func Open(cfg Config) (*Node, error) {
 		}
 		return nil, err
 	}
-	n.logs, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
+	n.logs, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db"), NoSync: cfg.NoFsync})
 	if err != nil {
 		return fail(fmt.Errorf("raft: open log store %s: %w (is another node using this directory?)", filepath.Join(cfg.Dir, "raft.db"), err))
 	}

@@ -32,6 +32,13 @@ type Config struct {
 	SAEs map[string]string `yaml:"saes"`
 
 	Limits kms.Limits `yaml:"limits"`
+	// Durability says when a write is acknowledged: "fsync" (default) after the raft log and the
+	// state store reached the disk, so acknowledged keys survive power loss of the node; "os"
+	// once they reached the operating system, which survives a crash of the qkms process
+	// (kill -9) but not of the machine — in a 3-node site the other nodes then hold every
+	// acknowledged key. "os" multiplies throughput on disks with slow fsync.
+	Durability string `yaml:"durability"`
+
 	// KeyTTL is how long an issued key waits for its slaves before it expires and is erased.
 	KeyTTL time.Duration `yaml:"key_ttl"`
 
@@ -116,6 +123,13 @@ func (c *Config) fill() error {
 	}
 	if c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "" {
 		return errors.New("site: config: tls.ca, tls.cert and tls.key are required (run `qkms certs` for a development PKI)")
+	}
+	switch c.Durability {
+	case "":
+		c.Durability = "fsync"
+	case "fsync", "os":
+	default:
+		return fmt.Errorf("site: config: durability %q: want fsync or os", c.Durability)
 	}
 	if c.KeyTTL <= 0 {
 		c.KeyTTL = 10 * time.Minute

@@ -81,7 +81,11 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := store.Open(filepath.Join(cfg.DataDir, "state.db"), mk)
+	var storeOpts []store.Option
+	if cfg.Durability == "os" {
+		storeOpts = append(storeOpts, store.WithoutFsync())
+	}
+	db, err := store.Open(filepath.Join(cfg.DataDir, "state.db"), mk, storeOpts...)
 	clear(mk)
 	if err != nil {
 		return nil, err
@@ -110,7 +114,7 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 	rn, err := raft.Open(raft.Config{
 		ID: cfg.NodeID, Dir: filepath.Join(cfg.DataDir, "raft"),
 		Bind: cfg.Listen.Raft, Advertise: cfg.Raft.Advertise,
-		TLS: raftTLS, Bootstrap: cfg.Raft.Bootstrap,
+		TLS: raftTLS, Bootstrap: cfg.Raft.Bootstrap, NoFsync: cfg.Durability == "os",
 		Applier: machine, Store: db, Logger: logger,
 	})
 	if err != nil {

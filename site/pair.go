@@ -45,6 +45,8 @@ type PairConfig struct {
 	KeyTTL time.Duration
 	// ETSI014 are the listen addresses of the sites' ETSI 014 listeners (default 127.0.0.1:0).
 	ETSI014 [2]string
+	// Durability of the sites ("fsync" by default, or "os"; see Config.Durability).
+	Durability string
 	// NodesPerSite is the size of each site's raft cluster (default 1).
 	NodesPerSite int
 	Logger       *slog.Logger
@@ -148,7 +150,7 @@ func (p *Pair) startSite(cfg PairConfig, i int, k string, nodes int, registry ma
 			TLS:    TLSConfig{CA: p.Layout.CACert, Cert: kme.Cert, Key: kme.Key},
 			Listen: ListenConfig{ETSI014: etsiAddr, Peer: "127.0.0.1:0", Raft: raftAddr, Admin: "127.0.0.1:0"},
 			Raft:   RaftConfig{Bootstrap: j == 0},
-			SAEs:   registry, Limits: cfg.Limits, KeyTTL: cfg.KeyTTL,
+			SAEs:   registry, Limits: cfg.Limits, KeyTTL: cfg.KeyTTL, Durability: cfg.Durability,
 		}
 		if j == 0 {
 			c.Upstream = cfg.Upstream[i]

@@ -63,16 +63,24 @@ const crashChildEnv = "QKMS_SITE_CRASH_CHILD_DIR"
 // every key the child saw acknowledged must be delivered, with the same bytes, after the
 // sites are opened again from their files, and no bytes may be issued twice.
 func TestKillDuringIssuance(t *testing.T) {
-	if dir := os.Getenv(crashChildEnv); dir != "" {
-		crashChild(t, dir)
+	if v := os.Getenv(crashChildEnv); v != "" {
+		dir, mode, _ := strings.Cut(v, "|")
+		crashChild(t, dir, mode)
 		return
 	}
 	if testing.Short() {
 		t.Skip("spawns a child process")
 	}
+	// Both durability modes must survive the death of the process.
+	for _, mode := range []string{"fsync", "os"} {
+		t.Run(mode, func(t *testing.T) { killDuringIssuance(t, mode) })
+	}
+}
+
+func killDuringIssuance(t *testing.T, mode string) {
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKillDuringIssuance$", "-test.v")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir+"|"+mode)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +106,7 @@ func TestKillDuringIssuance(t *testing.T) {
 		t.Fatalf("child acknowledged only %d keys before it ended", len(acked))
 	}
 
-	tp := reopenTestPair(t, dir)
+	tp := reopenTestPair(t, dir, mode)
 	ctx := context.Background()
 	hashes := map[string]bool{}
 	for id, want := range acked {
@@ -128,13 +136,14 @@ func TestKillDuringIssuance(t *testing.T) {
 	}
 }
 
-func reopenTestPair(t *testing.T, dir string) *testPair {
+func reopenTestPair(t *testing.T, dir, mode string) *testPair {
 	t.Helper()
 	cfg := PairConfig{
-		Dir:    dir,
-		KMEs:   [2]string{"KME-A", "KME-B"},
-		SAEs:   [2][]string{{"SAE-A1", "SAE-A2"}, {"SAE-B1", "SAE-B2", "SAE-B3"}},
-		Logger: quietLogger(),
+		Dir:        dir,
+		Durability: mode,
+		KMEs:       [2]string{"KME-A", "KME-B"},
+		SAEs:       [2][]string{{"SAE-A1", "SAE-A2"}, {"SAE-B1", "SAE-B2", "SAE-B3"}},
+		Logger:     quietLogger(),
 	}
 	p, err := StartPair(cfg)
 	if err != nil {
@@ -146,8 +155,8 @@ func reopenTestPair(t *testing.T, dir string) *testPair {
 
 // crashChild runs in the child: two sites with key, then enc_keys forever, printing each
 // acknowledged key's ID and hash (never its bytes).
-func crashChild(t *testing.T, dir string) {
-	tp := reopenTestPair(t, dir)
+func crashChild(t *testing.T, dir, mode string) {
+	tp := reopenTestPair(t, dir, mode)
 	tp.ingest(8, 4096)
 	tp.waitKey(8192)
 	a1 := tp.client(0, "SAE-A1")

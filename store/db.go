@@ -62,6 +62,7 @@ const initialMmapSize = 1 << 30
 // DB is one node's store file. It is safe for concurrent use: bbolt allows one writer and many
 // readers at a time.
 type DB struct {
+	noSync bool
 	path   string
 	master cipher.AEAD // AES-256-GCM under the master key, for data-key wrapping
 
@@ -74,7 +75,7 @@ type DB struct {
 
 // Open opens (creating if needed) the store file at path, sealed under masterKey (32 bytes).
 // A database created under another master key is refused with ErrWrongMasterKey.
-func Open(path string, masterKey []byte) (*DB, error) {
+func Open(path string, masterKey []byte, opts ...Option) (*DB, error) {
 	if len(masterKey) != MasterKeySize {
 		return nil, fmt.Errorf("store: open %s: master key must be %d bytes, got %d", path, MasterKeySize, len(masterKey))
 	}
@@ -87,6 +88,9 @@ func Open(path string, masterKey []byte) (*DB, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	db := &DB{path: path, master: master, keys: newKeyCache(keyCacheSize)}
+	for _, o := range opts {
+		o(db)
+	}
 	b, err := db.openBolt(path)
 	if err != nil {
 		return nil, err
@@ -94,6 +98,16 @@ func Open(path string, masterKey []byte) (*DB, error) {
 	db.bolt = b
 	return db, nil
 }
+
+// Option tunes Open.
+type Option func(*DB)
+
+// WithoutFsync makes commits return once their pages are written to the operating system,
+// without waiting for the disk. The state then survives a crash of the process (kill -9) but
+// not of the machine, whose last commits may be lost or the file left unreadable; in a replicated
+// site the node then recovers from a raft snapshot and its peers. It trades that for several
+// times the commit rate on disks with slow fsync.
+func WithoutFsync() Option { return func(db *DB) { db.noSync = true } }
 
 // openBolt opens the bbolt file, creates the buckets and checks (or sets) the master-key check.
 func (db *DB) openBolt(path string) (*bolt.DB, error) {
@@ -104,6 +118,7 @@ func (db *DB) openBolt(path string) (*bolt.DB, error) {
 		// Growing the mmap waits for every open read transaction, so a long Snapshot would stall
 		// Apply; reserving address space up front avoids that (only address space on Linux).
 		InitialMmapSize: initialMmapSize,
+		NoSync:          db.noSync,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)

@@ -58,6 +58,7 @@ func newDemoCmd() *cobra.Command {
 		fast     bool
 		seed     uint64
 		nodes    int
+		durable  string
 	)
 	cmd := &cobra.Command{
 		Use:   "demo --dir DIR",
@@ -82,7 +83,7 @@ func newDemoCmd() *cobra.Command {
 				Dir:  abs,
 				KMEs: [2]string{"KME-A", "KME-B"},
 				SAEs: [2][]string{{"SAE-A1", "SAE-A2"}, {"SAE-B1", "SAE-B2"}},
-				Link: &linkCfg, Logger: slog.Default(), NodesPerSite: nodes,
+				Link: &linkCfg, Logger: slog.Default(), NodesPerSite: nodes, Durability: durable,
 			})
 			if err != nil {
 				return err
@@ -127,6 +128,7 @@ func newDemoCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&fast, "fast", false, "fill the pools as fast as the simulator runs instead of at the physical rate")
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "simulator seed")
 	cmd.Flags().IntVar(&nodes, "nodes", 1, "nodes per site (a raft cluster of 1, 3 or 5)")
+	cmd.Flags().StringVar(&durable, "durability", "fsync", "when writes are acknowledged: fsync (survives power loss) or os (survives process crashes)")
 	return cmd
 }
 
