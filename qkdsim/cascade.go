@@ -19,8 +19,13 @@ package qkdsim
 //
 // Every parity Alice sends is counted as leaked (the block parities and each bisection
 // answer); the parity of a second half is inferred from the block's and costs nothing, and so
-// does the last block of every pass after the first, inferred from the key's total parity
-// (known from pass 1). Everything Bob asks is answered honestly by Alice; her leakage counter
+// does the last block of every frame in every pass after the first, inferred from the frame's
+// total parity (known from pass 1).
+//
+// Frames: a long key is cut into frames of about 2^20 bits (cascadeFrameLen), each reconciled
+// with its own blocks and shuffles but all in the same messages, so the round trips are those
+// of one frame while every structure of a frame stays in cache; the schedule's block sizes are
+// those for a frame. Everything Bob asks is answered honestly by Alice; her leakage counter
 // counts what she actually sent, whatever Bob asks.
 //
 // Variants (block sizes from the estimated QBER Q, n the key length):
@@ -153,12 +158,12 @@ func CascadeAlice(ch Channel, key Bits, v CascadeVariant) (ReconcileStats, error
 	}
 	open := func() error {
 		p := len(passes)
-		c := newCascadePass(h.specs[p], key, h.seed, p, false)
+		c := newCascadePass(h.specs[p], key, h.seed, p, false, h.frame)
 		passes = append(passes, c)
 		w := newParityWriter(c.nb)
 		for b := 0; b < c.nb; b++ {
-			if p > 0 && b == c.nb-1 {
-				break // Bob infers it from the key's total parity, known since pass 1
+			if p > 0 && c.lastInFrame(b) {
+				continue // Bob infers it from the frame's total parity, known since pass 1
 			}
 			s, e := c.blockRange(b)
 			w.add(c.aliceParity(key, b, s, e))
@@ -222,11 +227,34 @@ func CascadeAlice(ch Channel, key Bits, v CascadeVariant) (ReconcileStats, error
 // protocol and draws the shuffles from rnd. On an error the caller closes the channel so that
 // Alice stops too; key is then partly corrected and must not be used.
 func CascadeBob(ch Channel, key Bits, qber float64, v CascadeVariant, rnd io.Reader) (ReconcileStats, error) {
-	specs, err := cascadeSchedule(v, qber, key.N)
+	return cascadeBobFrames(ch, key, qber, v, rnd, cascadeFrameLen(key.N, cascadeFrameBits))
+}
+
+// cascadeFrameBits is the target frame length: Cascade's parameters (and its published
+// benchmarks) are for frames of about 10^6 bits, and a frame's structures then fit in cache.
+const cascadeFrameBits = 1 << 20
+
+// cascadeFrameLen cuts n bits into frames of equal length, a multiple of 64, at most target
+// (rounded up to 64); a key of at most 1.5 target bits is one frame.
+func cascadeFrameLen(n, target int) int {
+	if 2*n <= 3*target {
+		return n
+	}
+	nf := (n + target - 1) / target
+	fl := ((n+nf-1)/nf + 63) &^ 63
+	return min(fl, n)
+}
+
+// cascadeBobFrames is CascadeBob with frames of fl bits (fl = n or a multiple of 64).
+func cascadeBobFrames(ch Channel, key Bits, qber float64, v CascadeVariant, rnd io.Reader, fl int) (ReconcileStats, error) {
+	if fl <= 0 || fl >= key.N || fl%64 != 0 {
+		fl = key.N
+	}
+	specs, err := cascadeSchedule(v, qber, fl)
 	if err != nil {
 		return ReconcileStats{}, err
 	}
-	b := &cascadeBob{ch: ch, key: key, specs: specs, reuse: v == CascadeYan}
+	b := &cascadeBob{ch: ch, key: key, fl: fl, specs: specs, reuse: v == CascadeYan}
 	if _, err := io.ReadFull(rnd, b.seed[:]); err != nil {
 		return b.st, fmt.Errorf("qkdsim: cascade: draw shuffle seed: %w", err)
 	}
@@ -254,11 +282,12 @@ type blockRef struct {
 type cascadeBob struct {
 	ch      Channel
 	key     Bits
+	fl      int // frame length
 	specs   []passSpec
 	reuse   bool // sub-block reuse, for the optimised variant
 	seed    [32]byte
 	passes  []*cascadePass
-	total   uint8 // parity of Alice's key
+	total   []uint8 // parity of each frame of Alice's key
 	active  []cascadeSearch
 	pending []blockRef // blocks that may have become odd
 	queries []cascadeQuery
@@ -296,7 +325,7 @@ func (b *cascadeBob) run() error {
 	for p, spec := range b.specs {
 		var req []byte
 		if p == 0 {
-			req = encodeCascadeHello(cascadeHello{n: b.key.N, seed: b.seed, specs: b.specs})
+			req = encodeCascadeHello(cascadeHello{n: b.key.N, frame: b.fl, seed: b.seed, specs: b.specs})
 		} else {
 			req = encodeCascadeOpen(p)
 		}
@@ -304,27 +333,33 @@ func (b *cascadeBob) run() error {
 			return err
 		}
 		// Build the pass while Alice builds hers.
-		c := newCascadePass(spec, b.key, b.seed, p, true)
+		c := newCascadePass(spec, b.key, b.seed, p, true, b.fl)
 		if b.reuse {
 			c.enableReuse()
 		}
+		nf := (b.key.N + b.fl - 1) / b.fl
 		want := c.nb
 		if p > 0 {
-			want--
+			want -= nf
 		}
 		par, err := b.recvParities(want)
 		if err != nil {
 			return err
 		}
-		var acc uint8
-		for i := 0; i < want; i++ {
-			c.alice[i] = replyBit(par, i)
-			acc ^= c.alice[i]
+		acc := make([]uint8, nf)
+		i := 0
+		for blk := range c.alice {
+			f := blk / c.nbf
+			if p > 0 && c.lastInFrame(blk) {
+				c.alice[blk] = b.total[f] ^ acc[f]
+				continue
+			}
+			c.alice[blk] = replyBit(par, i)
+			acc[f] ^= c.alice[blk]
+			i++
 		}
 		if p == 0 {
 			b.total = acc
-		} else {
-			c.alice[c.nb-1] = b.total ^ acc
 		}
 		b.passes = append(b.passes, c)
 		for blk := range c.alice {

@@ -6,7 +6,8 @@ package qkdsim
 //
 // Bob -> Alice, MsgCascade, first byte the operation:
 //
-//	hello: op, n u32, seed [32], passes u8, passes x (kind u8, k u32)  -- also opens pass 0
+//	hello: op, n u32, frame u32, seed [32], passes u8, passes x (kind u8, k u32)
+//	       -- also opens pass 0; frame is the frame length (cascade_pass.go)
 //	open:  op, pass u8                                                  -- opens the next pass
 //	query: op, count u32, count x (pass u8, start u32, end u32)         -- one binary-search level
 //
@@ -32,8 +33,12 @@ const cascadeMaxBits = 1<<31 - 1
 
 const cascadeQueryLen = 9
 
+// cascadeHelloLen is the length of a hello before its pass specs.
+const cascadeHelloLen = 42
+
 type cascadeHello struct {
 	n     int
+	frame int // frame length; 0 encodes as n (one frame)
 	seed  [32]byte
 	specs []passSpec
 }
@@ -45,9 +50,14 @@ type cascadeQuery struct {
 }
 
 func encodeCascadeHello(h cascadeHello) []byte {
-	b := make([]byte, 0, 1+4+32+1+5*len(h.specs))
+	b := make([]byte, 0, cascadeHelloLen+5*len(h.specs))
 	b = append(b, cascadeOpHello)
 	b = binary.LittleEndian.AppendUint32(b, uint32(h.n))
+	fl := h.frame
+	if fl == 0 {
+		fl = h.n
+	}
+	b = binary.LittleEndian.AppendUint32(b, uint32(fl))
 	b = append(b, h.seed[:]...)
 	b = append(b, byte(len(h.specs)))
 	for _, s := range h.specs {
@@ -59,7 +69,7 @@ func encodeCascadeHello(h cascadeHello) []byte {
 
 func decodeCascadeHello(body []byte) (cascadeHello, error) {
 	var h cascadeHello
-	if len(body) < 38 || body[0] != cascadeOpHello {
+	if len(body) < cascadeHelloLen || body[0] != cascadeOpHello {
 		return h, fmt.Errorf("qkdsim: cascade: malformed hello (%d bytes)", len(body))
 	}
 	n := binary.LittleEndian.Uint32(body[1:])
@@ -67,17 +77,22 @@ func decodeCascadeHello(body []byte) (cascadeHello, error) {
 		return h, fmt.Errorf("qkdsim: cascade: hello: key length %d outside [1, %d]", n, cascadeMaxBits)
 	}
 	h.n = int(n)
-	copy(h.seed[:], body[5:37])
-	np := int(body[37])
+	fl := binary.LittleEndian.Uint32(body[5:])
+	if fl == 0 || fl > n || (fl != n && fl%64 != 0) {
+		return h, fmt.Errorf("qkdsim: cascade: hello: frame length %d is neither %d nor a multiple of 64 below it", fl, n)
+	}
+	h.frame = int(fl)
+	copy(h.seed[:], body[9:41])
+	np := int(body[41])
 	if np == 0 || np > cascadeMaxPasses {
 		return h, fmt.Errorf("qkdsim: cascade: hello: %d passes, want 1 to %d", np, cascadeMaxPasses)
 	}
-	if len(body) != 38+5*np {
-		return h, fmt.Errorf("qkdsim: cascade: hello: %d bytes for %d passes, want %d", len(body), np, 38+5*np)
+	if len(body) != cascadeHelloLen+5*np {
+		return h, fmt.Errorf("qkdsim: cascade: hello: %d bytes for %d passes, want %d", len(body), np, cascadeHelloLen+5*np)
 	}
 	h.specs = make([]passSpec, np)
 	for i := range h.specs {
-		o := 38 + 5*i
+		o := cascadeHelloLen + 5*i
 		kind := passKind(body[o])
 		k := binary.LittleEndian.Uint32(body[o+1:])
 		if kind >= passKinds {

@@ -40,9 +40,17 @@ type passSpec struct {
 }
 
 // cascadePass is one pass as one party sees it.
+//
+// The key is cut into frames of fl bits (a multiple of 64, the last frame shorter; one frame
+// when fl = n) that are reconciled independently but in lock step: every block lies inside one
+// frame, a frame's positions keep their key range in pass order, and frame f holds the global
+// blocks [f*nbf, f*nbf+nbf). Frames of about 10^6 bits are what Cascade's parameters are tuned
+// for and keep every per-frame structure in cache.
 type cascadePass struct {
 	spec passSpec
 	n    int
+	fl   int // frame length
+	nbf  int // blocks per full frame
 	nb   int // number of blocks
 
 	// passShuffled
@@ -56,7 +64,7 @@ type cascadePass struct {
 	// passSplit
 	mask []uint64 // bit set: the position is in block 1
 	ones []uint32 // ones[w]: set bits of mask in words before w
-	n0   int      // size of block 0; block 0 is pass-order [0, n0), block 1 is [n0, n)
+	n0   []int    // per frame: size of block 0; block 0 is the frame's first n0 pass-order positions
 
 	alice []uint8 // Alice's parity of each block (Bob learns them)
 	bob   []uint8 // Bob only: his current parity of each block, updated on every correction
@@ -100,14 +108,20 @@ func bounded(r *rand.ChaCha8, n uint64) uint64 {
 	return hi
 }
 
-// newCascadePass builds pass p of spec over key. Alice keeps prefix parities of her (fixed) key;
-// Bob keeps what he needs to follow his corrections.
-func newCascadePass(spec passSpec, key Bits, seed [32]byte, p int, bob bool) *cascadePass {
+// newCascadePass builds pass p of spec over key, in frames of fl bits. Alice keeps prefix
+// parities of her (fixed) key; Bob keeps what he needs to follow his corrections.
+func newCascadePass(spec passSpec, key Bits, seed [32]byte, p int, bob bool, fl int) *cascadePass {
 	n := key.N
-	c := &cascadePass{spec: spec, n: n}
+	if fl <= 0 || fl > n {
+		fl = n
+	}
+	nf := (n + fl - 1) / fl
+	c := &cascadePass{spec: spec, n: n, fl: fl}
 	switch spec.kind {
 	case passBlocks, passShuffled:
-		c.nb = (n + spec.k - 1) / spec.k
+		c.nbf = (fl + spec.k - 1) / spec.k
+		last := n - (nf-1)*fl
+		c.nb = (nf-1)*c.nbf + (last+spec.k-1)/spec.k
 		if spec.kind == passShuffled {
 			c.buildShuffled(key, seed, p, bob)
 		} else if !bob {
@@ -117,7 +131,7 @@ func newCascadePass(spec passSpec, key Bits, seed [32]byte, p int, bob bool) *ca
 			prefixParity(c.pre)
 		}
 	case passSplit:
-		c.nb = 2
+		c.nbf, c.nb = 2, 2*nf
 		r := passRand(seed, p)
 		c.mask = make([]uint64, len(key.W))
 		c.ones = make([]uint32, len(key.W)+1)
@@ -130,7 +144,12 @@ func newCascadePass(spec passSpec, key Bits, seed [32]byte, p int, bob bool) *ca
 		for i, m := range c.mask {
 			c.ones[i+1] = c.ones[i] + uint32(bits.OnesCount64(m))
 		}
-		c.n0 = n - int(c.ones[len(c.mask)])
+		c.n0 = make([]int, nf)
+		for f := range c.n0 {
+			fs, fe := c.frameRange(f)
+			// fs is a multiple of 64; fe too except at the key's end, whose padding is masked.
+			c.n0[f] = fe - fs - int(c.ones[(fe+63)>>6]-c.ones[fs>>6])
+		}
 	}
 	c.alice = make([]uint8, c.nb)
 	if bob {
@@ -143,6 +162,12 @@ func newCascadePass(spec passSpec, key Bits, seed [32]byte, p int, bob bool) *ca
 	}
 	return c
 }
+
+// lastInFrame reports whether block b is the last of its frame.
+func (c *cascadePass) lastInFrame(b int) bool { return b == c.nb-1 || b%c.nbf == c.nbf-1 }
+
+// frameRange is frame f's range, in key order and in pass order alike.
+func (c *cascadePass) frameRange(f int) (s, e int) { return f * c.fl, min((f+1)*c.fl, c.n) }
 
 // buildShuffled draws a uniformly random permutation of the key's positions (shuffledPerm);
 // blocks are consecutive runs of k in its order. Alice keeps only her key in that order (turned
@@ -157,10 +182,19 @@ func (c *cascadePass) buildShuffled(key Bits, seed [32]byte, p int, bob bool) {
 		perm = getScratch(n)
 		defer putScratch(perm)
 	}
-	shuffledPerm(perm, shuffleBucket, wyRand(passRand(seed, p).Uint64()))
+	r := passRand(seed, p)
+	for fs := 0; fs < n; fs += c.fl {
+		seg := perm[fs:min(fs+c.fl, n)]
+		shuffledPerm(seg, shuffleBucket, wyRand(r.Uint64()))
+		if fs > 0 {
+			for i := range seg {
+				seg[i] += uint32(fs)
+			}
+		}
+	}
 	out := make([]uint64, len(key.W))
 	kw := key.W
-	// The key (n bits) stays in cache while perm streams past.
+	// A frame's key bits stay in cache while its part of perm streams past.
 	for w := range out {
 		base := w << 6
 		seg := perm[base:min(base+64, n)]
@@ -326,13 +360,16 @@ func parityRange(w []uint64, s, e int) uint8 {
 
 // blockRange is block b's range in pass order.
 func (c *cascadePass) blockRange(b int) (s, e int) {
+	f, lb := b/c.nbf, b%c.nbf
+	fs, fe := c.frameRange(f)
 	if c.spec.kind == passSplit {
-		if b == 0 {
-			return 0, c.n0
+		if lb == 0 {
+			return fs, fs + c.n0[f]
 		}
-		return c.n0, c.n
+		return fs + c.n0[f], fe
 	}
-	return b * c.spec.k, min((b+1)*c.spec.k, c.n)
+	s = fs + lb*c.spec.k
+	return s, min(s+c.spec.k, fe)
 }
 
 // blockOf is the block holding pass-order range [s, e), or -1 if the range is empty, out of
@@ -341,16 +378,21 @@ func (c *cascadePass) blockOf(s, e int) int {
 	if s < 0 || s >= e || e > c.n {
 		return -1
 	}
+	f := s / c.fl
+	if (e-1)/c.fl != f {
+		return -1
+	}
+	fs := f * c.fl
 	var bs, be int
 	if c.spec.kind == passSplit {
-		bs, be = boolInt(s >= c.n0), boolInt(e-1 >= c.n0)
+		bs, be = boolInt(s >= fs+c.n0[f]), boolInt(e-1 >= fs+c.n0[f])
 	} else {
-		bs, be = s/c.spec.k, (e-1)/c.spec.k
+		bs, be = (s-fs)/c.spec.k, (e-1-fs)/c.spec.k
 	}
 	if bs != be {
 		return -1
 	}
-	return bs
+	return f*c.nbf + bs
 }
 
 func boolInt(b bool) int {
@@ -389,30 +431,40 @@ func (c *cascadePass) bobParity(key Bits, b, s, e int) uint8 {
 	}
 }
 
-// splitWord is block b's selection mask for word w.
-func (c *cascadePass) splitWord(b, w int) uint64 {
-	if b == 1 {
+// splitWord is side h's selection mask for word w (h = 1: mask bits set).
+func (c *cascadePass) splitWord(h, w int) uint64 {
+	if h == 1 {
 		return c.mask[w]
 	}
 	return ^c.mask[w]
 }
 
-// splitRank is the number of block-b positions in words before w.
-func (c *cascadePass) splitRank(b, w int) int {
-	if b == 1 {
+// splitRank is the number of side-h positions in words before w.
+func (c *cascadePass) splitRank(h, w int) int {
+	if h == 1 {
 		return int(c.ones[w])
 	}
 	return 64*w - int(c.ones[w])
 }
 
-// splitSelect locates the r-th position (0-based) of block b: word and bit.
-func (c *cascadePass) splitSelect(b, r int) (int, uint) {
-	w := sort.Search(len(c.mask), func(i int) bool { return c.splitRank(b, i+1) > r })
-	x := c.splitWord(b, w)
-	for k := r - c.splitRank(b, w); k > 0; k-- {
+// splitSelect locates the side-h position of global rank r (0-based): word and bit.
+func (c *cascadePass) splitSelect(h, r int) (int, uint) {
+	w := sort.Search(len(c.mask), func(i int) bool { return c.splitRank(h, i+1) > r })
+	x := c.splitWord(h, w)
+	for k := r - c.splitRank(h, w); k > 0; k-- {
 		x &= x - 1
 	}
 	return w, uint(bits.TrailingZeros64(x))
+}
+
+// splitRankOf maps pass-order position i of a split pass to its side and global rank.
+func (c *cascadePass) splitRankOf(i int) (h, r int) {
+	f := i / c.fl
+	fs := f * c.fl
+	if i < fs+c.n0[f] {
+		return 0, c.splitRank(0, fs>>6) + i - fs
+	}
+	return 1, c.splitRank(1, fs>>6) + i - fs - c.n0[f]
 }
 
 // splitParity is the parity of kw over pass-order range [s, e) of block b of a split pass.
@@ -420,19 +472,18 @@ func (c *cascadePass) splitParity(kw []uint64, b, s, e int) uint8 {
 	if s >= e {
 		return 0
 	}
-	if b == 1 {
-		s, e = s-c.n0, e-c.n0
-	}
-	wl, bl := c.splitSelect(b, s)
-	wh, bh := c.splitSelect(b, e-1)
+	h, rs := c.splitRankOf(s)
+	_, re := c.splitRankOf(e - 1)
+	wl, bl := c.splitSelect(h, rs)
+	wh, bh := c.splitSelect(h, re)
 	lo := ^uint64(0) << bl
 	hi := ^uint64(0) >> (63 - bh)
 	if wl == wh {
-		return uint8(bits.OnesCount64(kw[wl]&c.splitWord(b, wl)&lo&hi) & 1)
+		return uint8(bits.OnesCount64(kw[wl]&c.splitWord(h, wl)&lo&hi) & 1)
 	}
-	acc := kw[wl]&c.splitWord(b, wl)&lo ^ kw[wh]&c.splitWord(b, wh)&hi
+	acc := kw[wl]&c.splitWord(h, wl)&lo ^ kw[wh]&c.splitWord(h, wh)&hi
 	for w := wl + 1; w < wh; w++ {
-		acc ^= kw[w] & c.splitWord(b, w)
+		acc ^= kw[w] & c.splitWord(h, w)
 	}
 	return uint8(bits.OnesCount64(acc) & 1)
 }
@@ -445,11 +496,7 @@ func (c *cascadePass) keyPos(i int) int {
 	case passShuffled:
 		return int(c.perm[i])
 	default:
-		b := boolInt(i >= c.n0)
-		if b == 1 {
-			i -= c.n0
-		}
-		w, bit := c.splitSelect(b, i)
+		w, bit := c.splitSelect(c.splitRankOf(i))
 		return w<<6 | int(bit)
 	}
 }
@@ -457,17 +504,19 @@ func (c *cascadePass) keyPos(i int) int {
 // flip records Bob's correction of key position x and returns the block of this pass that
 // holds it.
 func (c *cascadePass) flip(x int) int {
-	var b int
+	f := x / c.fl
+	var lb int
 	switch c.spec.kind {
 	case passBlocks:
-		b = x / c.spec.k
+		lb = (x - f*c.fl) / c.spec.k
 	case passShuffled:
 		i := c.inv[x]
 		c.sb[i>>6] ^= uint64(1) << (i & 63)
-		b = int(i) / c.spec.k
+		lb = (int(i) - f*c.fl) / c.spec.k
 	default:
-		b = int(c.mask[x>>6] >> uint(x&63) & 1)
+		lb = int(c.mask[x>>6] >> uint(x&63) & 1)
 	}
+	b := f*c.nbf + lb
 	c.bob[b] ^= 1
 	return b
 }

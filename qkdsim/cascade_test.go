@@ -52,6 +52,12 @@ type cascadeRun struct {
 
 func runCascade(t testing.TB, alice, bob Bits, q float64, v CascadeVariant, seed uint64) cascadeRun {
 	t.Helper()
+	return runCascadeFrames(t, alice, bob, q, v, seed, cascadeFrameLen(bob.N, cascadeFrameBits))
+}
+
+// runCascadeFrames runs Cascade with frames of fl bits.
+func runCascadeFrames(t testing.TB, alice, bob Bits, q float64, v CascadeVariant, seed uint64, fl int) cascadeRun {
+	t.Helper()
 	ca, cb, _, _, closeFn := Pipe()
 	defer closeFn()
 	rc := &replyCounter{Channel: ca}
@@ -64,7 +70,7 @@ func runCascade(t testing.TB, alice, bob Bits, q float64, v CascadeVariant, seed
 			closeFn()
 		}
 	}()
-	res.statsB, res.errB = CascadeBob(cb, bob, q, v, recTestRand(seed))
+	res.statsB, res.errB = cascadeBobFrames(cb, bob, q, v, recTestRand(seed), fl)
 	if res.errB != nil {
 		closeFn()
 	}
@@ -84,17 +90,21 @@ func binaryEntropy(q float64) float64 {
 }
 
 func TestCascadeCorrects(t *testing.T) {
-	n := 200_000
-	runs := 3
+	// Odd runs cut the key into frames (the last one short), reconciled in lock step.
+	n, runs, frame := 200_000, 3, 65_536
 	if testing.Short() {
-		n, runs = 50_000, 1
+		n, runs, frame = 50_000, 2, 16_384
 	}
 	for _, v := range []CascadeVariant{CascadeYan, CascadeOriginal} {
 		for _, q := range []float64{0.01, 0.02, 0.05, 0.08} {
 			for run := 0; run < runs; run++ {
 				seed := uint64(1000*run) + uint64(q*1000)
 				a, b := recWithErrors(recTestRand(seed), n, q)
-				res := runCascade(t, a, b, q, v, seed+1)
+				fl := n
+				if run%2 == 1 {
+					fl = frame
+				}
+				res := runCascadeFrames(t, a, b, q, v, seed+1, fl)
 				if res.errA != nil || res.errB != nil {
 					t.Fatalf("%s q=%v: alice %v, bob %v", v, q, res.errA, res.errB)
 				}
@@ -110,7 +120,7 @@ func TestCascadeCorrects(t *testing.T) {
 					t.Fatalf("%s q=%v: %d errors left", v, q, d)
 				}
 				f := float64(res.statsA.LeakedBits) / (float64(n) * binaryEntropy(q))
-				t.Logf("%s q=%.2f n=%d: f=%.4f round trips=%d messages=%d", v, q, n, f, res.statsA.RoundTrips, res.statsA.Messages)
+				t.Logf("%s q=%.2f n=%d frame=%d: f=%.4f round trips=%d messages=%d", v, q, n, fl, f, res.statsA.RoundTrips, res.statsA.Messages)
 			}
 		}
 	}
@@ -193,16 +203,26 @@ func TestCascadeScheduleRejects(t *testing.T) {
 func TestCascadePassParities(t *testing.T) {
 	r := recTestRand(11)
 	for _, n := range []int{1, 63, 64, 65, 1000, 4099} {
-		for _, spec := range []passSpec{{passBlocks, 7}, {passShuffled, 16}, {passShuffled, n}, {passSplit, 0}} {
+		for _, fs := range []struct {
+			spec passSpec
+			fl   int
+		}{
+			{passSpec{passBlocks, 7}, n}, {passSpec{passShuffled, 16}, n}, {passSpec{passShuffled, n}, n}, {passSpec{passSplit, 0}, n},
+			{passSpec{passBlocks, 7}, 64}, {passSpec{passShuffled, 16}, 192}, {passSpec{passShuffled, 100}, 64}, {passSpec{passSplit, 0}, 128},
+		} {
+			spec, fl := fs.spec, fs.fl
+			if fl > n {
+				continue
+			}
 			if spec.k > n {
 				spec.k = n
 			}
 			key := recRandomKey(r, n)
 			var seed [32]byte
 			seed[0] = byte(n)
-			ca := newCascadePass(spec, key, seed, 3, false)
+			ca := newCascadePass(spec, key, seed, 3, false, fl)
 			bobKey := key.Clone()
-			cb := newCascadePass(spec, bobKey, seed, 3, true)
+			cb := newCascadePass(spec, bobKey, seed, 3, true, fl)
 			order := make([]int, n) // pass-order position -> key position, from keyPos
 			for i := range order {
 				order[i] = cb.keyPos(i)
@@ -221,6 +241,9 @@ func TestCascadePassParities(t *testing.T) {
 					for i := s; i < e; i++ {
 						wantA ^= key.Get(order[i])
 						wantB ^= bobKey.Get(order[i])
+					}
+					if bs/fl != (be-1)/fl {
+						t.Fatalf("n=%d fl=%d %+v: block %d [%d,%d) straddles frames", n, fl, spec, blk, bs, be)
 					}
 					if got := ca.blockOf(s, e); got != blk {
 						t.Fatalf("n=%d %+v: blockOf(%d,%d)=%d, want %d", n, spec, s, e, got, blk)
