@@ -255,6 +255,11 @@ func cascadeBobFrames(ch Channel, key Bits, qber float64, v CascadeVariant, rnd 
 		return ReconcileStats{}, err
 	}
 	b := &cascadeBob{ch: ch, key: key, fl: fl, specs: specs, reuse: v == CascadeYan}
+	defer func() {
+		for _, c := range b.passes {
+			c.release()
+		}
+	}()
 	if _, err := io.ReadFull(rnd, b.seed[:]); err != nil {
 		return b.st, fmt.Errorf("qkdsim: cascade: draw shuffle seed: %w", err)
 	}
@@ -399,9 +404,12 @@ func (b *cascadeBob) startSearches() {
 		if c.tree != nil {
 			// Descend through the sub-blocks whose parities earlier bisections revealed,
 			// following the one that now differs; this costs Alice nothing.
-			base := int(r.blk) * c.stride
-			for e-s > 1 && c.tree[base+node] != 0 {
-				al, m := c.tree[base+node]-1, s+(e-s)/2
+			for e-s > 1 {
+				known, al := c.treeGet(int(r.blk), node)
+				if !known {
+					break
+				}
+				m := s + (e-s)/2
 				if c.bobParity(b.key, int(r.blk), s, m) != al {
 					e, a, node = m, al, 2*node
 				} else {
@@ -444,7 +452,7 @@ func (b *cascadeBob) settle() error {
 			m := sr.s + (sr.e-sr.s)/2
 			al := replyBit(par, i)
 			if c.tree != nil {
-				c.tree[blk*c.stride+int(sr.node)] = 1 + al
+				c.treeSet(blk, int(sr.node), al)
 			}
 			// Compare with Bob's key as it is now: corrections made earlier in this round by
 			// other searches are accounted for, so a range is only followed while it really

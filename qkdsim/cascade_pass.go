@@ -72,21 +72,35 @@ type cascadePass struct {
 
 	// Bob only, with sub-block reuse (Martinez-Mateo et al. 2015, sec. 4.2): what every
 	// bisection of a block revealed, as an implicit binary tree per block (root 1, children
-	// 2i and 2i+1, the left child being [s, s+(e-s)/2)). tree[blk*stride+i] is 0 while node i
-	// was never bisected, else 1 + Alice's parity of its left child; the right child's follows
-	// from the node's.
-	tree   []uint8
+	// 2i and 2i+1, the left child being [s, s+(e-s)/2)). Only inner nodes (ranges of two or
+	// more bits, indices below 2^depth) are ever bisected. Node i of block blk has two bits at
+	// 2*(blk*stride+i): "bisected" and Alice's parity of its left child; the right child's
+	// follows from the node's. Two bits per node keep the trees at n/4 bytes per pass.
+	tree   []uint64
 	stride int
 }
 
 // enableReuse allocates the bisection trees of a pass of small blocks.
 func (c *cascadePass) enableReuse() {
 	if c.spec.kind == passSplit {
-		return // two huge blocks that rarely hold an error: not worth 4n bytes
+		return // two huge blocks that rarely hold an error: not worth the memory
 	}
-	depth := bits.Len(uint(c.spec.k - 1))
-	c.stride = 2 << depth
-	c.tree = make([]uint8, c.nb*c.stride)
+	c.stride = 1 << bits.Len(uint(c.spec.k-1))
+	c.tree = make([]uint64, (2*c.nb*c.stride+63)/64)
+}
+
+// treeGet returns whether node i of block blk was bisected and, if so, Alice's parity of its
+// left child.
+func (c *cascadePass) treeGet(blk, i int) (bool, uint8) {
+	j := 2 * (blk*c.stride + i)
+	x := c.tree[j>>6] >> uint(j&63)
+	return x&1 != 0, uint8(x >> 1 & 1)
+}
+
+// treeSet records Alice's parity al of the left child of node i of block blk.
+func (c *cascadePass) treeSet(blk, i int, al uint8) {
+	j := 2 * (blk*c.stride + i)
+	c.tree[j>>6] |= (1 | uint64(al)<<1) << uint(j&63)
 }
 
 // passRand returns the generator of pass p's shuffle: both parties derive it from Bob's seed.
@@ -175,11 +189,8 @@ func (c *cascadePass) frameRange(f int) (s, e int) { return f * c.fl, min((f+1)*
 // order.
 func (c *cascadePass) buildShuffled(key Bits, seed [32]byte, p int, bob bool) {
 	n := c.n
-	var perm []uint32
-	if bob {
-		perm = make([]uint32, n)
-	} else {
-		perm = getScratch(n)
+	perm := getScratch(n) // fully overwritten by shuffledPerm
+	if !bob {
 		defer putScratch(perm)
 	}
 	r := passRand(seed, p)
@@ -209,13 +220,14 @@ func (c *cascadePass) buildShuffled(key Bits, seed [32]byte, p int, bob bool) {
 		return
 	}
 	c.perm, c.sb = perm, out
-	c.inv = make([]uint32, n)
+	c.inv = getScratch(n) // fully overwritten: perm is a permutation
 	for i, pos := range perm {
 		c.inv[pos] = uint32(i)
 	}
 }
 
-// scratch recycles Alice's permutation buffers, which live only while a pass is built.
+// scratch recycles the permutation buffers: Alice's live while a pass is built, Bob's until
+// his Cascade ends (release).
 var scratch sync.Pool
 
 func getScratch(n int) []uint32 {
@@ -226,6 +238,15 @@ func getScratch(n int) []uint32 {
 }
 
 func putScratch(s []uint32) { scratch.Put(&s) }
+
+// release hands Bob's permutation buffers back for reuse; the pass is unusable afterwards.
+func (c *cascadePass) release() {
+	if c.perm != nil {
+		putScratch(c.perm)
+		putScratch(c.inv)
+		c.perm, c.inv = nil, nil
+	}
+}
 
 // shuffleBucket is the number of elements per bucket of shuffledPerm: small enough that a
 // bucket's Fisher-Yates runs in the first-level cache.
