@@ -8,6 +8,8 @@ type blockSet struct {
 	byKey map[string]*Block
 	order []*Block
 	dirty map[*Block]bool
+	// shredded lists, in flush order, the blocks whose material flush dropped (for the audit).
+	shredded []*Block
 }
 
 func newBlockSet(tx Tx) *blockSet {
@@ -47,6 +49,7 @@ func (s *blockSet) flush() error {
 			if err := s.tx.DropMaterial(b.Peer, b.ID); err != nil {
 				return storageErr("drop material of block "+b.ID, err)
 			}
+			s.shredded = append(s.shredded, b)
 		}
 	}
 	return nil

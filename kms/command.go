@@ -18,6 +18,8 @@ type Command struct {
 	MarkPushed  *MarkPushedCmd  `json:"mark_pushed,omitempty"`
 	Expire      *ExpireCmd      `json:"expire,omitempty"`
 	Transfer    *TransferCmd    `json:"transfer,omitempty"`
+	Admin       *AdminCmd       `json:"admin,omitempty"`
+	Checkpoint  *CheckpointCmd  `json:"checkpoint,omitempty"`
 }
 
 // IngestCmd adds a block of link key to the pool of Peer.
@@ -80,6 +82,20 @@ type TransferCmd struct {
 	BlockIDs []string `json:"blocks"`
 	To       string   `json:"to"`
 }
+
+// AdminCmd records an operator action, or a refused call to the admin API, in the audit trail.
+// It changes no other state.
+type AdminCmd struct {
+	Action  string `json:"action"`            // the admin API method, e.g. "/qkms.v1.Admin/Zeroize"
+	Actor   string `json:"actor"`             // certificate ID of the caller
+	Outcome string `json:"outcome,omitempty"` // e.g. "denied", "done"
+	Peer    string `json:"peer,omitempty"`    // the pool acted on, if any
+	Detail  string `json:"detail,omitempty"`  // reason given by the operator, role of a refused caller
+}
+
+// CheckpointCmd records the site's signature over entry Seq of its audit trail, whose hash is
+// Head. The signature is made outside the core by the leader (site/audit.go).
+type CheckpointCmd = AuditCheckpoint
 
 // Key is one delivered key: its ID and bytes. Results holding Keys never leave the process.
 type Key struct {

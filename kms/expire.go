@@ -16,6 +16,7 @@ func (m *Machine) applyExpire(tx Tx, c *Command) *Result {
 		return fail(storageErr("list expired reservations", err))
 	}
 	res := &Result{}
+	var expired, erased []*Reservation
 	bs := newBlockSet(tx)
 	pools := map[string]*Pool{}
 	var poolOrder []string
@@ -34,6 +35,7 @@ func (m *Machine) applyExpire(tx Tx, c *Command) *Result {
 			}
 			if r.State == KeyIssued {
 				res.Expired = append(res.Expired, id)
+				expired = append(expired, r)
 			}
 		default:
 			if err := m.release(tx, bs, pools, &poolOrder, r); err != nil {
@@ -45,10 +47,17 @@ func (m *Machine) applyExpire(tx Tx, c *Command) *Result {
 				return fail(storageErr("write reservation", err))
 			}
 			res.Expired = append(res.Expired, id)
+			expired = append(expired, r)
+			erased = append(erased, r)
 		}
 	}
 	if err := finish(tx, bs, pools, poolOrder); err != nil {
 		return fail(err)
 	}
-	return res
+	es := keyEntries(EventKeyExpired, expired, nil)
+	for _, e := range keyEntries(EventKeyErased, erased, nil) {
+		e.Detail = "expired before every slave fetched it"
+		es = append(es, e)
+	}
+	return m.auditOrFail(tx, c, res, append(es, bs.shredEntries()...)...)
 }

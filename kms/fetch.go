@@ -83,7 +83,21 @@ func (m *Machine) applyFetch(tx Tx, c *Command) *Result {
 	if err := finish(tx, bs, pools, poolOrder); err != nil {
 		return fail(err)
 	}
-	return res
+	es := keyEntries(EventKeyFetched, rs, m.fingerprints(res.Keys))
+	for _, e := range es {
+		e.SAE = f.Caller
+	}
+	var done []*Reservation
+	for _, r := range rs {
+		if r.State == KeyFetched {
+			done = append(done, r)
+		}
+	}
+	for _, e := range keyEntries(EventKeyErased, done, nil) {
+		e.Detail = "fetched by every slave"
+		es = append(es, e)
+	}
+	return m.auditOrFail(tx, c, res, append(es, bs.shredEntries()...)...)
 }
 
 // release erases a reservation's ranges at this (non-owning) site and counts them released;

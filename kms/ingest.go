@@ -63,7 +63,8 @@ func (m *Machine) applyIngest(tx Tx, c *Command) *Result {
 	if err := tx.PutPool(pool); err != nil {
 		return fail(storageErr("write pool", err))
 	}
-	return &Result{}
+	return m.auditOrFail(tx, c, &Result{}, &AuditEntry{Event: EventBlockIngested, Peer: b.Peer,
+		Owner: b.Owner, Blocks: []string{b.ID}, Bytes: int64(b.Bytes)})
 }
 
 // applyVerify records the outcome of the tag comparison with the peer. A match makes the block
@@ -114,7 +115,11 @@ func (m *Machine) applyVerify(tx Tx, c *Command) *Result {
 	if err := tx.PutPool(pool); err != nil {
 		return fail(storageErr("write pool", err))
 	}
-	return &Result{}
+	e := &AuditEntry{Event: EventBlockVerified, Peer: b.Peer, Owner: b.Owner, Blocks: []string{b.ID}, Bytes: int64(b.Bytes)}
+	if !v.Match {
+		e.Event, e.Detail = EventBlockDiscarded, "tag differs from the peer's; material dropped"
+	}
+	return m.auditOrFail(tx, c, &Result{}, e)
 }
 
 // errMissing is an inconsistency of the stored state (a record that must exist does not).

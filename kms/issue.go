@@ -121,5 +121,14 @@ func (m *Machine) applyIssue(tx Tx, c *Command) *Result {
 	if err := tx.PutPool(pool); err != nil {
 		return fail(storageErr("write pool", err))
 	}
-	return res
+	rs := make([]*Reservation, len(res.Reservations))
+	for i := range res.Reservations {
+		rs[i] = &res.Reservations[i]
+	}
+	es := keyEntries(EventKeyIssued, rs, m.fingerprints(res.Keys))
+	for _, e := range keyEntries(EventKeyErased, rs, nil) {
+		e.Detail = "handed to the master SAE; erased at the issuing site"
+		es = append(es, e)
+	}
+	return m.auditOrFail(tx, c, res, append(es, bs.shredEntries()...)...)
 }

@@ -62,6 +62,9 @@ type Config struct {
 	Registry     *Registry     // which KME serves which SAE
 	KeyTTL       time.Duration // expiry of issued keys when IssueCmd.Expires is zero; 0 = DefaultKeyTTL
 	TombstoneTTL time.Duration // 0 = DefaultTombstoneTTL
+	// AuditKey fingerprints delivered keys in the audit trail (audit_fingerprint.go); nil
+	// leaves fingerprints out. It is configuration, so Apply stays deterministic.
+	AuditKey *AuditKey
 }
 
 // Validate reports a configuration the core cannot run with.
@@ -121,7 +124,8 @@ func (c *Command) kind() string {
 		{c.Ingest != nil, "ingest"}, {c.Verify != nil, "verify"}, {c.Issue != nil, "issue"},
 		{c.Fetch != nil, "fetch"}, {c.PeerReserve != nil, "peer_reserve"},
 		{c.MarkPushed != nil, "mark_pushed"}, {c.Expire != nil, "expire"},
-		{c.Transfer != nil, "transfer"},
+		{c.Transfer != nil, "transfer"}, {c.Admin != nil, "admin"},
+		{c.Checkpoint != nil, "checkpoint"},
 	} {
 		if s.set {
 			k, n = s.name, n+1
@@ -174,6 +178,10 @@ func (m *Machine) Apply(tx Tx, c *Command) *Result {
 		res = m.applyExpire(tx, c)
 	case "transfer":
 		res = m.applyTransfer(tx, c)
+	case "admin":
+		res = m.applyAdmin(tx, c)
+	case "checkpoint":
+		res = m.applyCheckpoint(tx, c)
 	}
 	if res.Err == nil && c.ReqID != "" {
 		if err := tx.PutRequest(c.ReqID, []byte(kind)); err != nil {

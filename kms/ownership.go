@@ -135,5 +135,6 @@ func (m *Machine) applyTransfer(tx Tx, c *Command) *Result {
 	if err := tx.PutPool(pool); err != nil {
 		return fail(storageErr("write pool", err))
 	}
-	return res
+	return m.auditOrFail(tx, c, res, &AuditEntry{Event: EventOwnership, Peer: t.Peer, Owner: t.To,
+		Blocks: res.Transferred})
 }

@@ -75,6 +75,7 @@ func (m *Machine) applyPeerReserve(tx Tx, c *Command) *Result {
 		}
 		accept = append(accept, r)
 	}
+	stored := make([]*Reservation, 0, len(accept))
 	for _, r := range accept {
 		st := &Reservation{
 			KeyID:      r.KeyID,
@@ -92,6 +93,7 @@ func (m *Machine) applyPeerReserve(tx Tx, c *Command) *Result {
 		if err := tx.PutReservation(st); err != nil {
 			return fail(storageErr("write reservation", err))
 		}
+		stored = append(stored, st)
 		pool.Reserved += int64(r.Bits / 8)
 	}
 	if len(accept) == 0 {
@@ -103,7 +105,7 @@ func (m *Machine) applyPeerReserve(tx Tx, c *Command) *Result {
 	if err := tx.PutPool(pool); err != nil {
 		return fail(storageErr("write pool", err))
 	}
-	return &Result{}
+	return m.auditOrFail(tx, c, &Result{}, keyEntries(EventKeyReserved, stored, nil)...)
 }
 
 // checkPeerReservation checks what a pushed reservation says on its own: issued by the sender

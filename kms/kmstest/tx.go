@@ -35,6 +35,7 @@ type Tx struct {
 	requests map[string][]byte
 	mat      map[string]*material
 	dropped  map[string]bool
+	audit    []*kms.AuditEntry
 
 	// FailWritesAfter, when positive, makes every write after that many succeed fail with
 	// ErrInjected (to test that storage failures are reported).

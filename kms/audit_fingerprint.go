@@ -1,0 +1,113 @@
+package kms
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+)
+
+// Keyed fingerprints let an auditor show that both ends of a link delivered the same key for a
+// key ID without ever seeing the key, while each site keeps its own audit key.
+//
+// A plain HMAC under a per-site key cannot do that: HMAC_kA(key) and HMAC_kB(key) are
+// unrelated, and recomputing either needs the key. So the fingerprint is a deterministic
+// authenticated encryption, under the site's audit key, of a digest of the key:
+//
+//	d   = SHA-256("qkms audit key digest v1" | len(keyID) | keyID | key)
+//	iv  = HMAC-SHA256(k_mac, len(keyID) | keyID | d)[:16]
+//	fp  = iv | AES-256-CTR(k_enc, iv, d)                          (48 bytes)
+//
+// with k_mac and k_enc drawn from the audit key by HKDF-SHA256 (RFC 5869) under distinct
+// labels. This is the SIV construction of Rogaway and Shrimpton ("Deterministic
+// Authenticated-Encryption", EUROCRYPT 2006; RFC 5297 instantiates it with CMAC): the IV is a
+// PRF of the plaintext and the associated data (the key ID), so it is deterministic, which Apply
+// requires (every node of a site must write the same entry), and never repeats for different
+// inputs. An auditor holding site A's and site B's audit keys opens both fingerprints of a key
+// ID, which checks their IVs (so neither can be forged without the audit key), and compares
+// the digests. The digest is a commitment to a uniformly random key of at least 64 bits: it
+// reveals nothing usable about the key, and the key ID and a label are hashed in so it is
+// useless outside this trail. Without the audit key a fingerprint reveals nothing at all (not
+// even whether two sites' fingerprints are of the same key).
+
+// AuditKeySize is the size of a site's audit key.
+const AuditKeySize = 32
+
+// FingerprintSize is the size of a keyed fingerprint.
+const FingerprintSize = 16 + sha256.Size
+
+// ErrFingerprint is a fingerprint that does not open under the audit key given: made under
+// another key, for another key ID, or altered.
+var ErrFingerprint = errors.New("kms: fingerprint does not authenticate under this audit key")
+
+// AuditKey computes and opens keyed fingerprints. It is immutable and safe for concurrent use.
+type AuditKey struct {
+	mac []byte
+	enc cipher.Block
+}
+
+// NewAuditKey derives the fingerprint keys from a site's AuditKeySize-byte audit key.
+func NewAuditKey(secret []byte) (*AuditKey, error) {
+	if len(secret) != AuditKeySize {
+		return nil, fmt.Errorf("kms: audit key must be %d bytes, got %d", AuditKeySize, len(secret))
+	}
+	mac, err := hkdf.Key(sha256.New, secret, nil, "qkms audit fingerprint mac v1", 32)
+	if err != nil {
+		return nil, fmt.Errorf("kms: audit key: %w", err)
+	}
+	encKey, err := hkdf.Key(sha256.New, secret, nil, "qkms audit fingerprint enc v1", 32)
+	if err != nil {
+		return nil, fmt.Errorf("kms: audit key: %w", err)
+	}
+	enc, err := aes.NewCipher(encKey)
+	clear(encKey)
+	if err != nil {
+		return nil, fmt.Errorf("kms: audit key: %w", err)
+	}
+	return &AuditKey{mac: mac, enc: enc}, nil
+}
+
+// KeyDigest is the digest of a key that fingerprints carry (see above).
+func KeyDigest(keyID string, key []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte("qkms audit key digest v1"))
+	h.Write(appendStr(nil, keyID))
+	h.Write(key)
+	return h.Sum(nil)
+}
+
+func (k *AuditKey) iv(keyID string, digest []byte) []byte {
+	m := hmac.New(sha256.New, k.mac)
+	m.Write(appendStr(nil, keyID))
+	m.Write(digest)
+	return m.Sum(nil)[:16]
+}
+
+// Fingerprint returns the keyed fingerprint of key, delivered under keyID.
+func (k *AuditKey) Fingerprint(keyID string, key []byte) []byte {
+	d := KeyDigest(keyID, key)
+	iv := k.iv(keyID, d)
+	out := make([]byte, FingerprintSize)
+	copy(out, iv)
+	cipher.NewCTR(k.enc, iv).XORKeyStream(out[16:], d)
+	return out
+}
+
+// OpenFingerprint checks a fingerprint made under this audit key for keyID and returns the key
+// digest it carries; fingerprints of the same key under any two audit keys open to the same
+// digest.
+func (k *AuditKey) OpenFingerprint(keyID string, fp []byte) ([]byte, error) {
+	if len(fp) != FingerprintSize {
+		return nil, fmt.Errorf("%w: %d bytes, want %d", ErrFingerprint, len(fp), FingerprintSize)
+	}
+	d := make([]byte, sha256.Size)
+	cipher.NewCTR(k.enc, fp[:16]).XORKeyStream(d, fp[16:])
+	if subtle.ConstantTimeCompare(k.iv(keyID, d), fp[:16]) != 1 {
+		return nil, ErrFingerprint
+	}
+	return d, nil
+}
