@@ -1,7 +1,7 @@
 # qkms build and test targets. CI runs README's test command through .ci/run, not make.
 GO ?= go
 
-.PHONY: test build demo bench proto fuzz-short fuzz-long images
+.PHONY: test build demo bench proto fuzz-short fuzz-long images deploy-config
 
 test:
 	$(GO) test -count=1 -timeout 30m ./...
@@ -20,3 +20,14 @@ bench:
 # (see tools/protoc.sh).
 proto:
 	sh tools/protoc.sh
+
+# Container images FROM scratch (deploy/Dockerfile): static binaries built here are the whole
+# build context, so docker pulls nothing. deploy/README.md explains the deployment.
+images:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/qkms ./cmd/qkdsim
+	docker build -f deploy/Dockerfile --target qkms -t qkms:dev bin
+	docker build -f deploy/Dockerfile --target qkdsim -t qkdsim:dev bin
+
+# Certificates, master keys and node configs of deploy/compose.yaml, into deploy/generated.
+deploy-config:
+	$(GO) run ./cmd/qkms deploy-config --dir deploy/generated --nodes 3
