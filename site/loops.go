@@ -18,6 +18,7 @@ const (
 	pushBatch      = 512
 	expireBatch    = 4096
 	rebalanceEvery = 2 * time.Second
+	repushEvery    = 3 * time.Second
 	// rebalanceLow: a site owning less free key than this (bytes), and under a quarter of what
 	// the peer owns, asks the peer for blocks.
 	rebalanceLow = 1 << 20
@@ -27,7 +28,7 @@ func (n *Node) leaderLoops() {
 	t := time.NewTicker(loopTick)
 	defer t.Stop()
 	wasLeader := false
-	var lastRebalance time.Time
+	var lastRebalance, lastRepush time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -48,6 +49,13 @@ func (n *Node) leaderLoops() {
 			wasLeader = true
 			n.requeueUnpushed()
 		}
+		// Reservations whose push failed wait in the store; retry them with a back-off while the
+		// peer is unreachable (the peer can also pull them on demand).
+		if n.pushBacklog.Load() && time.Since(lastRepush) > repushEvery {
+			lastRepush = time.Now()
+			n.pushBacklog.Store(false)
+			n.requeueUnpushed()
+		}
 		n.verifyPending()
 		n.expire()
 		if time.Since(lastRebalance) > rebalanceEvery {
@@ -64,8 +72,8 @@ func (n *Node) enqueuePush(rs []kms.Reservation) {
 	select {
 	case n.push <- rs:
 	default:
-		// Queue full: the reservation stays unpushed in the store; the peer pulls it on demand
-		// and the next leadership change re-queues it.
+		// Queue full: the reservations stay unpushed in the store until the backlog scan.
+		n.pushBacklog.Store(true)
 	}
 }
 
@@ -118,11 +126,15 @@ func (n *Node) pushReservations(rs []kms.Reservation) {
 		cancel()
 		if err != nil {
 			n.peerFailed(p, err)
-			n.log.Warn("push reservations failed; the peer will pull on demand", "peer", p, "keys", len(list), "err", err)
+			n.pushBacklog.Store(true)
+			n.log.Warn("push reservations failed; retrying later, and the peer can pull on demand", "peer", p, "keys", len(list), "err", err)
 			continue
 		}
 		for _, r := range rej {
 			n.log.Warn("peer rejected reservation", "peer", p, "key_id", r.KeyID, "reason", r.Reason, "detail", r.Detail)
+			if r.Reason == peer.RejectRetryLater {
+				n.pushBacklog.Store(true)
+			}
 		}
 		if len(acc) > 0 {
 			if _, err := n.propose(n.ctx, &kms.Command{MarkPushed: &kms.MarkPushedCmd{KeyIDs: acc}}); err != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -49,8 +50,9 @@ type Node struct {
 
 	rebalanceReq map[string]string // per peer: the RequestBlocks ID awaiting an answer (leader loop only)
 
-	push chan []kms.Reservation
-	kick chan struct{} // wakes the verifier after an ingest
+	push        chan []kms.Reservation
+	pushBacklog atomic.Bool   // some reservation could not be pushed; rescan the store
+	kick        chan struct{} // wakes the verifier after an ingest
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -322,3 +322,40 @@ func TestExpiredKeyErased(t *testing.T) {
 		t.Fatalf("fetch of expired key: %v, want 400", err)
 	}
 }
+
+// While the sites cannot reach each other, enc_keys still issues from owned blocks and
+// dec_keys answers 503 without consuming anything; once the channel is back the same keys are
+// delivered.
+func TestPeerChannelOutage(t *testing.T) {
+	tp := newTestPair(t, nil)
+	tp.ingest(2, 4096)
+	tp.waitKey(512)
+	a, b := tp.Sites[0], tp.Sites[1]
+	aPeer, bPeer := a.PeerAddr(), b.PeerAddr()
+	dead := "127.0.0.1:1" // nothing listens on port 1
+	a.SetPeer(b.KMEID(), []string{dead})
+	b.SetPeer(a.KMEID(), []string{dead})
+	ctx := context.Background()
+
+	keys, err := tp.client(0, "SAE-A1").GetKey(ctx, "SAE-B1", etsi014.KeyRequest{Number: 2})
+	if err != nil {
+		t.Fatalf("enc_keys with the peer unreachable: %v", err)
+	}
+	ids := []string{keys[0].ID, keys[1].ID}
+	b1 := tp.client(1, "SAE-B1")
+	if _, err := b1.GetKeyWithIDs(ctx, "SAE-A1", ids); statusCode(err) != http.StatusServiceUnavailable {
+		t.Fatalf("dec_keys before the reservation reached B: %v, want 503", err)
+	}
+
+	a.SetPeer(b.KMEID(), []string{bPeer})
+	b.SetPeer(a.KMEID(), []string{aPeer})
+	got, err := b1.GetKeyWithIDs(ctx, "SAE-A1", ids)
+	if err != nil {
+		t.Fatalf("dec_keys after the outage: %v", err)
+	}
+	for i := range keys {
+		if !bytes.Equal(got[i].Bytes, keys[i].Bytes) {
+			t.Fatalf("key %d differs after the outage", i)
+		}
+	}
+}
