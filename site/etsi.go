@@ -91,8 +91,10 @@ func (s etsiService) GetKeyWithIDs(ctx context.Context, slave, master string, ke
 // received yet (a dec_keys that overtook the push). Unknown IDs stay unknown: Fetch then
 // answers "not found".
 func (n *Node) ensureReservations(ctx context.Context, master string, keyIDs []string) error {
+	// A stale read suffices: an ID missed here is pulled needlessly, and storing a pulled
+	// reservation twice is a no-op; the Fetch itself goes through the log.
 	var missing []string
-	err := n.rn.Read(ctx, func(tx kms.Tx) error {
+	err := n.rn.ReadStale(func(tx kms.Tx) error {
 		for _, id := range keyIDs {
 			r, err := tx.Reservation(id)
 			if err != nil {

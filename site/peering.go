@@ -21,7 +21,7 @@ func (s peerService) CompareBlocks(ctx context.Context, from string, tags []peer
 	}
 	out := make([]peer.Verdict, len(tags))
 	var verify []*kms.Command
-	err := n.rn.Read(ctx, func(tx kms.Tx) error {
+	err := n.rn.ReadStale(func(tx kms.Tx) error { // Verify re-checks the block's state when applied
 		for i, t := range tags {
 			out[i] = peer.Verdict{BlockID: t.BlockID, Outcome: peer.OutcomeUnknown}
 			b, err := tx.Block(from, t.BlockID)
@@ -113,7 +113,7 @@ func (s peerService) PullReservations(ctx context.Context, from string, keyIDs [
 func (s peerService) RequestBlocks(ctx context.Context, from, requestID string, wantBytes int64) ([]string, error) {
 	n := s.n
 	var give []string
-	err := n.rn.Read(ctx, func(tx kms.Tx) error {
+	err := n.rn.ReadStale(func(tx kms.Tx) error { // Transfer re-checks that each block is untouched
 		p, err := tx.Pool(from)
 		if err != nil || p == nil {
 			return err
