@@ -58,14 +58,22 @@ dec() {
 	sae SAE-B1 "$1" SAE-A1/dec_keys -H 'Content-Type: application/json' -d "{\"key_IDs\":[{\"key_ID\":\"$2\"}]}"
 }
 
-# check_pair ENC_JSON B_PORT: dec_keys of the issued key at KME-B returns the same bytes.
+# check_pair ENC_JSON B_PORT: dec_keys of the issued key at KME-B returns the same bytes. KME-B
+# may still be fetching the block from its device (or waiting for the reservation to reach it),
+# so a refused dec_keys is retried for up to 30 s; a key is handed out once, so a successful
+# answer is compared, never fetched again.
 check_pair() {
 	id=$(printf '%s' "$1" | jq -r '.keys[0].key_ID')
 	want=$(printf '%s' "$1" | jq -r '.keys[0].key')
 	[ -n "$id" ] && [ "$id" != null ] || fail "enc_keys returned no key: $1"
-	got=$(dec "$2" "$id") || fail "dec_keys of $id at 127.0.0.1:$2: $got"
+	i=0
+	until got=$(dec "$2" "$id" 2>&1); do
+		i=$((i + 1))
+		[ $i -lt 30 ] || fail "dec_keys of $id at 127.0.0.1:$2 kept failing: $got"
+		sleep 1
+	done
 	[ "$(printf '%s' "$got" | jq -r '.keys[0].key')" = "$want" ] || fail "key $id differs between KME-A and KME-B"
-	log "key $id: identical at KME-A (enc_keys) and KME-B (dec_keys, port $2)"
+	log "key $id: identical at KME-A (enc_keys) and KME-B (dec_keys at 127.0.0.1:$2)"
 }
 
 # leader SITE_PREFIX: the container of the site's current raft leader, from the nodes' logs
@@ -97,23 +105,14 @@ while :; do
 done
 log "KME-A reports $n stored keys for SAE-B1"
 
-# The first delivery: KME-B may still be fetching the block from its device, so retry dec_keys
-# a few times before failing.
 k=$(enc 18441) || fail "enc_keys at a1: $k"
-id=$(printf '%s' "$k" | jq -r '.keys[0].key_ID')
-i=0
-until dec 18451 "$id" >/dev/null 2>&1; do
-	i=$((i + 1))
-	[ $i -lt 30 ] || fail "dec_keys of $id at b1 kept failing: $(dec 18451 "$id" 2>&1)"
-	sleep 1
-done
 check_pair "$k" 18451
 
 victim=$(leader a)
 [ -n "$victim" ] || fail "no leader of KME-A found in the logs"
 log "killing KME-A's leader $victim"
-docker kill "$victim" >/dev/null
 start=$(date +%s)
+docker kill "$victim" >/dev/null
 
 # enc_keys through the other nodes of KME-A until one answers (a new leader is elected).
 deadline=$((start + 60))
