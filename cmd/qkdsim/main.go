@@ -9,7 +9,7 @@ import (
 
 func main() {
 	root := &cobra.Command{Use: "qkdsim", Short: "decoy-state BB84 link simulator with real post-processing", SilenceUsage: true}
-	root.AddCommand(newRunCmd(), newSweepCmd(), newReconcileCmd(), newAmplifyCmd())
+	root.AddCommand(newRunCmd(), newSweepCmd(), newReconcileCmd(), newAmplifyCmd(), newServeCmd())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}
