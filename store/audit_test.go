@@ -1,0 +1,92 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/qkms/qkms/kms"
+)
+
+// TestAuditTrail runs the core on the store: every applied command's entries are stored in
+// order, chained, survive a reopen and a failed transaction adds none.
+func TestAuditTrail(t *testing.T) {
+	db, key := openTestDB(t)
+	reg, _ := kms.NewRegistry(map[string]string{"SAE-A1": "KME-A", "SAE-B1": "KME-B"})
+	m := kms.NewMachine(kms.Config{Self: "KME-A", Registry: reg})
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	sealed, err := db.Seal("KME-B", "b0", randomBytes(t, 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []*kms.Command{
+		{Ingest: &kms.IngestCmd{Peer: "KME-B", BlockID: "b0", Bytes: 64, Tag: []byte("t"), Sealed: sealed}},
+		{Verify: &kms.VerifyCmd{Peer: "KME-B", BlockID: "b0", Match: true}},
+		{Admin: &kms.AdminCmd{Action: "zeroize", Actor: "admin-KME-A"}},
+	} {
+		c.Time = now
+		mustUpdate(t, db, uint64(i+1), func(tx kms.Tx) error { return m.Apply(tx, c).Err })
+	}
+	errBoom := errors.New("boom")
+	err = db.Update(10, func(tx kms.Tx) error {
+		m.Apply(tx, &kms.Command{Time: now, Admin: &kms.AdminCmd{Action: "x", Actor: "y"}})
+		return errBoom
+	})
+	if !errors.Is(err, errBoom) {
+		t.Fatal(err)
+	}
+	db.Close()
+	db, err = Open(db.Path(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var got []*kms.AuditEntry
+	mustView(t, db, func(tx kms.Tx) error {
+		return tx.(kms.AuditTx).Audit(0, func(e *kms.AuditEntry) bool { got = append(got, e); return true })
+	})
+	want := []kms.AuditEvent{kms.EventBlockIngested, kms.EventBlockVerified, kms.EventAdmin}
+	if len(got) != len(want) {
+		t.Fatalf("%d entries, want %d", len(got), len(want))
+	}
+	prev := make([]byte, kms.AuditHashSize)
+	for i, e := range got {
+		if e.Event != want[i] || e.Seq != uint64(i+1) || !bytes.Equal(e.Prev, prev) || !bytes.Equal(e.Hash, kms.HashAuditEntry(e, nil)) {
+			t.Fatalf("entry %d: %+v", i+1, e)
+		}
+		prev = e.Hash
+	}
+	mustView(t, db, func(tx kms.Tx) error {
+		al := tx.(kms.AuditTx)
+		seq, head, err := al.AuditHead()
+		if err != nil || seq != 3 || !bytes.Equal(head, prev) {
+			t.Fatalf("head %d %x %v", seq, head, err)
+		}
+		var from []uint64
+		al.Audit(2, func(e *kms.AuditEntry) bool { from = append(from, e.Seq); return true })
+		if len(from) != 2 || from[0] != 2 {
+			t.Fatalf("Audit(2) visited %v", from)
+		}
+		if err := al.AppendAudit(got[0]); !errors.Is(err, ErrReadOnly) {
+			t.Fatalf("append in a read-only tx: %v", err)
+		}
+		return nil
+	})
+	// Appending out of order is refused.
+	err = db.Update(0, func(tx kms.Tx) error { return tx.(kms.AuditTx).AppendAudit(got[1]) })
+	if err == nil {
+		t.Fatal("entry 2 appended after entry 3")
+	}
+}
+
+func TestAuditEmpty(t *testing.T) {
+	db, _ := openTestDB(t)
+	mustView(t, db, func(tx kms.Tx) error {
+		seq, head, err := tx.(kms.AuditTx).AuditHead()
+		if seq != 0 || head != nil || err != nil {
+			t.Fatalf("empty head: %d %x %v", seq, head, err)
+		}
+		return tx.(kms.AuditTx).Audit(1, func(*kms.AuditEntry) bool { t.Fatal("visited"); return false })
+	})
+}
