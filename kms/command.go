@@ -20,6 +20,7 @@ type Command struct {
 	Transfer    *TransferCmd    `json:"transfer,omitempty"`
 	Admin       *AdminCmd       `json:"admin,omitempty"`
 	Checkpoint  *CheckpointCmd  `json:"checkpoint,omitempty"`
+	Zeroize     *ZeroizeCmd     `json:"zeroize,omitempty"`
 }
 
 // IngestCmd adds a block of link key to the pool of Peer.
@@ -112,4 +113,5 @@ type Result struct {
 	Reservations []Reservation // Issue: to push to the peer; Verify: nothing
 	Expired      []string      // Expire: key IDs expired
 	Transferred  []string      // Transfer: blocks whose ownership moved
+	Zeroized     []string      // Zeroize: blocks whose material was erased
 }

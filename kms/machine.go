@@ -126,6 +126,7 @@ func (c *Command) kind() string {
 		{c.MarkPushed != nil, "mark_pushed"}, {c.Expire != nil, "expire"},
 		{c.Transfer != nil, "transfer"}, {c.Admin != nil, "admin"},
 		{c.Checkpoint != nil, "checkpoint"},
+		{c.Zeroize != nil, "zeroize"},
 	} {
 		if s.set {
 			k, n = s.name, n+1
@@ -182,6 +183,8 @@ func (m *Machine) Apply(tx Tx, c *Command) *Result {
 		res = m.applyAdmin(tx, c)
 	case "checkpoint":
 		res = m.applyCheckpoint(tx, c)
+	case "zeroize":
+		res = m.applyZeroize(tx, c)
 	}
 	if res.Err == nil && c.ReqID != "" {
 		if err := tx.PutRequest(c.ReqID, []byte(kind)); err != nil {
