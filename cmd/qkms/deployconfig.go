@@ -183,17 +183,20 @@ func writeDeployConfig(w io.Writer, dir string, nodes int) error {
 	if err != nil {
 		return fmt.Errorf("deploy-config: %w", err)
 	}
-	kmes := map[string][]string{}
-	var hosts []string
+	// One call per site so that each KME certificate names only its own site's hosts; the
+	// second call reuses the CA the first wrote.
+	var layout pki.Layout
 	for _, s := range deploySites {
-		kmes[s.KMEID] = s.SAEs
+		var hosts []string
 		for j := range nodes {
 			hosts = append(hosts, s.host(j), s.raftHost(j), s.raftIP(j))
 		}
-	}
-	layout, err := pki.WriteDevPKI(filepath.Join(abs, "pki"), kmes, true, hosts...)
-	if err != nil {
-		return fmt.Errorf("deploy-config: %w", err)
+		l, err := pki.WriteDevPKI(filepath.Join(abs, "pki"), map[string][]string{s.KMEID: s.SAEs}, true, hosts...)
+		if err != nil {
+			return fmt.Errorf("deploy-config: %w", err)
+		}
+		layout.Dir, layout.CACert, layout.CAKey = l.Dir, l.CACert, l.CAKey
+		layout.Entities = append(layout.Entities, l.Entities...)
 	}
 	// The device pair's PKI: qkdsim serve rewrites the entity files at start but keeps this CA,
 	// so the consumer certificates copied to the sites below stay valid.
