@@ -461,6 +461,9 @@ func (n *node) logContains(s string) bool {
 }
 
 func (nw *network) close() {
+	if nw.t.Failed() {
+		nw.keepLogs()
+	}
 	for i := range nw.nodes {
 		for _, n := range nw.nodes[i] {
 			if n == nil {
@@ -485,3 +488,29 @@ func (nw *network) close() {
 	}
 }
 
+// keepLogs copies the nodes' logs of a failed run next to its history (QKMS_FAULT_OUT or a
+// temporary directory), since the test's own directory is removed.
+func (nw *network) keepLogs() {
+	dir := os.Getenv("QKMS_FAULT_OUT")
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "qkms-fault-"); err != nil {
+			return
+		}
+	}
+	dir = filepath.Join(dir, "logs-"+filepath.Base(nw.dir))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return
+	}
+	for _, s := range nw.nodes {
+		for _, n := range s {
+			if n == nil || n.proc == nil {
+				continue
+			}
+			if b, err := os.ReadFile(n.proc.Log); err == nil {
+				os.WriteFile(filepath.Join(dir, n.id+".log"), b, 0o644)
+			}
+		}
+	}
+	nw.t.Logf("node logs kept in %s", dir)
+}
