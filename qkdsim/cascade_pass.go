@@ -311,27 +311,40 @@ func shuffledPerm(perm []uint32, bucket int, w0 wyRand) {
 		x >>= 16
 	}
 	for b := 0; b < nbk; b++ {
-		seg := perm[start[b]:start[b+1]]
-		var buf uint64
-		have := false
-		for i := len(seg) - 1; i > 0; i-- { // Fisher-Yates
-			bound := uint32(i + 1)
-			var m uint64
-			for {
-				if have {
-					m, have = (buf>>32)*uint64(bound), false
-				} else {
-					buf, have = w.next(), true
-					m = (buf & 0xffffffff) * uint64(bound)
-				}
-				// Lemire 2019: reject the few low products that would bias the result.
-				if uint32(m) >= bound || uint32(m) >= -bound%bound {
-					break
-				}
+		fisherYates(perm[start[b]:start[b+1]], &w)
+	}
+}
+
+// fisherYates shuffles seg uniformly (Durstenfeld's Fisher-Yates), with bounded integers by
+// Lemire's multiply-and-reject (D. Lemire, "Fast random integer generation in an interval",
+// ACM TOMACS 29 (2019)), two 32-bit draws per generator output. The swap targets are drawn
+// 64 at a time before the swaps: they do not depend on the array, and the two loops then
+// overlap instead of waiting on each other.
+func fisherYates(seg []uint32, w *wyRand) {
+	var ts [64]uint32
+	draw := func(x, bound uint64) uint32 {
+		m := x * bound
+		if uint32(m) < uint32(bound) {
+			for t := -uint32(bound) % uint32(bound); uint32(m) < t; {
+				m = (w.next() & 0xffffffff) * bound
 			}
-			t := m >> 32
-			seg[i], seg[t] = seg[t], seg[i]
 		}
+		return uint32(m >> 32)
+	}
+	for i := len(seg) - 1; i > 0; {
+		nb := min(i, len(ts))
+		for j := 0; j < nb; j += 2 { // target of position i-j in [0, i-j]
+			x := w.next()
+			ts[j] = draw(x&0xffffffff, uint64(i-j+1))
+			if j+1 < nb {
+				ts[j+1] = draw(x>>32, uint64(i-j))
+			}
+		}
+		for j, t := range ts[:nb] {
+			k := i - j
+			seg[k], seg[t] = seg[t], seg[k]
+		}
+		i -= nb
 	}
 }
 
