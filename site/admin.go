@@ -57,9 +57,18 @@ func (s adminService) requireAdmin(ctx context.Context) error {
 	}
 	if id.Role != pki.RoleAdmin {
 		s.n.log.Warn("admin call refused", "caller", id.ID, "role", id.Role)
+		method, _ := grpc.Method(ctx)
+		s.n.recordAdmin(ctx, method, id.ID, "denied", "role "+string(id.Role))
 		return status.Errorf(codes.PermissionDenied, "%s %q may not use the admin API; use an admin certificate", id.Role, id.ID)
 	}
 	return nil
+}
+
+// recordDone writes a completed operator action of the calling admin to the audit trail.
+func (s adminService) recordDone(ctx context.Context, detail string) {
+	id, _ := caller(ctx)
+	method, _ := grpc.Method(ctx)
+	s.n.recordAdmin(ctx, method, id.ID, "done", detail)
 }
 
 func (s adminService) ClusterStatus(ctx context.Context, _ *keyspb.ClusterStatusRequest) (*keyspb.ClusterStatusResponse, error) {
@@ -88,6 +97,7 @@ func (s adminService) JoinNode(ctx context.Context, req *keyspb.JoinNodeRequest)
 		return nil, err
 	}
 	if id.Role != pki.RoleAdmin && !(id.Role == pki.RoleKME && id.ID == s.n.cfg.KMEID) {
+		s.n.recordAdmin(ctx, keyspb.Admin_JoinNode_FullMethodName, id.ID, "denied", "role "+string(id.Role))
 		return nil, status.Errorf(codes.PermissionDenied, "%s %q may not add nodes to %s", id.Role, id.ID, s.n.cfg.KMEID)
 	}
 	if req.GetNodeId() == "" || req.GetRaftAddress() == "" {
@@ -97,6 +107,7 @@ func (s adminService) JoinNode(ctx context.Context, req *keyspb.JoinNodeRequest)
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	s.n.log.Info("node joined the site", "node_id", req.GetNodeId(), "raft_address", req.GetRaftAddress(), "by", id.ID)
+	s.n.recordAdmin(ctx, keyspb.Admin_JoinNode_FullMethodName, id.ID, "done", "node "+req.GetNodeId()+" at "+req.GetRaftAddress())
 	return &keyspb.JoinNodeResponse{}, nil
 }
 
@@ -111,6 +122,7 @@ func (s adminService) RemoveNode(ctx context.Context, req *keyspb.RemoveNodeRequ
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	s.n.log.Info("node removed from the site", "node_id", req.GetNodeId())
+	s.recordDone(ctx, "node "+req.GetNodeId())
 	return &keyspb.RemoveNodeResponse{}, nil
 }
 
@@ -121,6 +133,7 @@ func (s adminService) Snapshot(ctx context.Context, _ *keyspb.SnapshotRequest) (
 	if err := s.n.rn.Snapshot(); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
+	s.recordDone(ctx, "")
 	return &keyspb.SnapshotResponse{Index: s.n.rn.AppliedIndex()}, nil
 }
 

@@ -42,6 +42,9 @@ type Config struct {
 	// KeyTTL is how long an issued key waits for its slaves before it expires and is erased.
 	KeyTTL time.Duration `yaml:"key_ttl"`
 
+	// Audit configures the audit trail: audit key, signing key, checkpoint spacing.
+	Audit AuditConfig `yaml:"audit"`
+
 	// Upstream, when set, takes key from a vendor QKD device speaking ETSI GS QKD 014.
 	Upstream []UpstreamConfig `yaml:"upstream"`
 }

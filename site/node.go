@@ -50,6 +50,8 @@ type Node struct {
 
 	rebalanceReq map[string]string // per peer: the RequestBlocks ID awaiting an answer (leader loop only)
 
+	audit *auditState // audit key, signing key and checkpoint progress (audit.go)
+
 	push        chan []kms.Reservation
 	pushBacklog atomic.Bool   // some reservation could not be pushed; rescan the store
 	kick        chan struct{} // wakes the verifier after an ingest
@@ -75,6 +77,11 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	aud, err := openAudit(cfg, mk)
+	if err != nil {
+		clear(mk)
+		return nil, err
+	}
 	serverTLS, err := pki.ServerConfig(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.CA)
 	if err != nil {
 		return nil, err
@@ -97,11 +104,11 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		db.Close()
 		return nil, err
 	}
-	machine := kms.NewMachine(kms.Config{Self: cfg.KMEID, Limits: cfg.Limits, Registry: reg})
+	machine := kms.NewMachine(kms.Config{Self: cfg.KMEID, Limits: cfg.Limits, Registry: reg, AuditKey: aud.key})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		cfg: cfg, log: logger, machine: machine, db: db,
+		cfg: cfg, log: logger, machine: machine, db: db, audit: aud,
 		serverTLS: serverTLS, clientTLS: clientTLS,
 		peers: map[string]*peer.Client{}, peerNext: map[string]int{}, rebalanceReq: map[string]string{},
 		push: make(chan []kms.Reservation, 1024),
@@ -139,6 +146,8 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 	}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.leaderLoops() }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.auditLoop() }()
 	return n, nil
 }
 
