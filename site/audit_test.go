@@ -151,9 +151,13 @@ func TestAuditAcrossSites(t *testing.T) {
 		want func(*kms.AuditEntry) bool
 	}{
 		{"issued", &keyspb.QueryAuditRequest{Event: string(kms.EventKeyIssued)},
-			func(e *kms.AuditEntry) bool { return e.Master == "SAE-A1" && len(e.KeyIDs) == 2 && len(e.Fingerprints) == 2 }},
+			func(e *kms.AuditEntry) bool {
+				return e.Master == "SAE-A1" && len(e.KeyIDs) == 2 && len(e.Fingerprints) == 2
+			}},
 		{"refused admin call", &keyspb.QueryAuditRequest{Event: string(kms.EventAdmin), SaeId: "SAE-A1"},
-			func(e *kms.AuditEntry) bool { return e.Actor == "SAE-A1" && bytes.Contains([]byte(e.Detail), []byte("denied")) }},
+			func(e *kms.AuditEntry) bool {
+				return e.Actor == "SAE-A1" && bytes.Contains([]byte(e.Detail), []byte("denied"))
+			}},
 	} {
 		got, err := queryAudit(t, admin, tc.req)
 		if err != nil {
