@@ -202,7 +202,7 @@ func (s adminService) GetKeyInfo(ctx context.Context, req *keyspb.GetKeyInfoRequ
 		State: [...]string{"issued", "fetched", "expired"}[min(int(r.State), 2)], Pushed: r.Pushed}, nil
 }
 
-// StateDigest hashes this node's replicated records (pools, blocks, reservations) in key order,
+// StateDigest hashes this node's replicated records (pools, blocks, reservations, audit head) in key order,
 // with the applied index. Sealed material is left out: erasure reseals with fresh nonces, so
 // its bytes differ between nodes holding the same state.
 func (n *Node) StateDigest() (uint64, []byte, error) {
@@ -224,7 +224,19 @@ func (n *Node) StateDigest() (uint64, []byte, error) {
 				return err
 			}
 		}
-		return tx.Reservations(func(r *kms.Reservation) bool { enc.Encode(r); return true })
+		if err := tx.Reservations(func(r *kms.Reservation) bool { enc.Encode(r); return true }); err != nil {
+			return err
+		}
+		// The audit head stands for the whole trail: it hashes every entry before it.
+		if al, ok := tx.(kms.AuditTx); ok {
+			seq, head, err := al.AuditHead()
+			if err != nil {
+				return err
+			}
+			binary.Write(h, binary.BigEndian, seq)
+			h.Write(head)
+		}
+		return nil
 	})
 	return idx, h.Sum(nil), err
 }
