@@ -39,6 +39,12 @@ var errNotSupported = errors.New("not supported yet")
 
 // newRootCmd builds the command tree. Tests run it in-process with their own streams.
 func newRootCmd(in io.Reader, out, errOut io.Writer) *cobra.Command {
+	root, _ := newRoot(in, out, errOut)
+	return root
+}
+
+// newRoot builds the command tree and returns its global options.
+func newRoot(in io.Reader, out, errOut io.Writer) (*cobra.Command, *options) {
 	o := &options{}
 	root := &cobra.Command{
 		Use:   "qkmsctl",
@@ -59,5 +65,5 @@ Connection settings, first found wins:
 	o.register(root)
 	root.AddCommand(newClusterCmd(o), newPoolsCmd(o), newLinksCmd(o), newSAEsCmd(o), newKeysCmd(o),
 		newZeroizeCmd(o), newAuditCmd(o))
-	return root
+	return root, o
 }
