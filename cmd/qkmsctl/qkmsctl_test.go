@@ -388,3 +388,29 @@ func TestSettings(t *testing.T) {
 		})
 	}
 }
+
+func TestCompletion(t *testing.T) {
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		out, err := run(t, "", "completion", shell)
+		if err != nil || !strings.Contains(out, "qkmsctl") {
+			t.Fatalf("completion %s: %v (%d bytes)", shell, err, len(out))
+		}
+	}
+}
+
+// FuzzDemoFile: any demo.json content yields settings or an error, never a panic, and
+// settings always name an address and a certificate.
+func FuzzDemoFile(f *testing.F) {
+	f.Add([]byte(`{"ca":"ca.pem","sites":[{"kme_id":"KME-A","admin_addr":"a:1","admin_cert":"c","admin_key":"k"}]}`), "KME-A")
+	f.Add([]byte(`{"sites":[{"kme_id":"KME-A","nodes":[{"admin_addr":""}]}]}`), "")
+	f.Fuzz(func(t *testing.T, data []byte, site string) {
+		p := filepath.Join(t.TempDir(), "demo.json")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		st, err := fromDemo(p, site)
+		if err == nil && st.Cert == "" {
+			t.Fatalf("settings without a certificate: %+v", st)
+		}
+	})
+}
