@@ -111,7 +111,7 @@ type Result struct {
 	Err          error
 	Keys         []Key
 	Reservations []Reservation // Issue: to push to the peer; Verify: nothing
-	Expired      []string      // Expire: key IDs expired
+	Expired      []string      // Expire, Zeroize: key IDs expired or voided
 	Transferred  []string      // Transfer: blocks whose ownership moved
 	Zeroized     []string      // Zeroize: blocks whose material was erased
 }
