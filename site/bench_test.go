@@ -58,7 +58,13 @@ func BenchmarkIngestParallel(b *testing.B) {
 // at one site and fetching it at the other over ETSI 014 and mutual TLS, half in each
 // direction. It reports verified keys per second.
 func BenchmarkDeliver(b *testing.B) {
-	tp := newTestPair(b, nil)
+	for _, mode := range []string{"fsync", "os"} {
+		b.Run(mode, func(b *testing.B) { benchDeliver(b, mode) })
+	}
+}
+
+func benchDeliver(b *testing.B, mode string) {
+	tp := newTestPair(b, func(c *PairConfig) { c.Durability = mode })
 	tp.ingest(8, 1<<20)
 	tp.waitKey(2 << 20)
 	type dir struct {
