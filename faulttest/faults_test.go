@@ -332,6 +332,9 @@ func runFaults(t *testing.T, seed uint64, dur time.Duration) []time.Duration {
 	if len(lost)-unsure > 0 {
 		t.Errorf("%d acknowledged keys could not be fetched after healing, e.g. %v", len(lost)-unsure, lost[:min(5, len(lost))])
 	}
+	for _, id := range lost[:min(5, len(lost))] {
+		t.Logf("operations on lost key %s:\n%s", id, h.trace(id))
+	}
 	if unchecked > 0 {
 		t.Errorf("%d acknowledged keys were not checked after healing: the drain ran out of time", unchecked)
 	}

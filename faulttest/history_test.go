@@ -258,3 +258,23 @@ func (h *history) counts() string {
 	sort.Strings(parts)
 	return strings.Join(parts, " ")
 }
+
+// trace lists the recorded operations on one key ID, in call order.
+func (h *history) trace(id string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var lines []string
+	for _, op := range h.ops {
+		if op.Input.(opInput).Key != id {
+			continue
+		}
+		ret := "open"
+		if op.Return != math.MaxInt64 {
+			ret = time.Duration(op.Return).String()
+		}
+		lines = append(lines, fmt.Sprintf("  [%v, %s] client %d %s", time.Duration(op.Call), ret, op.ClientId,
+			keyModel.DescribeOperation(op.Input, op.Output)))
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
