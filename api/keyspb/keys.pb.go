@@ -7,10 +7,12 @@
 // quality-of-service parameters of ETSI GS QKD 004 (chunk size, rate, time to live).
 //
 // Errors are gRPC status codes chosen to mirror ETSI 014's HTTP statuses: INVALID_ARGUMENT
-// (400, bad request), UNAUTHENTICATED (no or unverified certificate), PERMISSION_DENIED (401,
-// key IDs of someone else, or a non-admin calling Admin), NOT_FOUND (unknown slave SAE or key
-// ID), RESOURCE_EXHAUSTED and UNAVAILABLE (503: not enough key, peer site unreachable or
-// reservation not yet confirmed), each with a message telling the caller what to do.
+// (400: bad request, unknown SAE, and unknown key IDs, which ETSI 014 also answers with 400
+// "one or more keys specified are not found on KME" rather than a 404), UNAUTHENTICATED (no
+// valid SAE certificate), PERMISSION_DENIED (401 with an SAE certificate: an SAE not served
+// here, key IDs of someone else; or a non-admin calling Admin), RESOURCE_EXHAUSTED (503: not
+// enough key) and UNAVAILABLE (503: peer site unreachable, reservation not yet confirmed,
+// replication trouble), each with a message telling the caller what to do.
 //
 // Key bytes appear only in Key messages returned to an authorized SAE; Admin never returns them.
 
@@ -596,11 +598,16 @@ func (x *StreamKeysRequest) GetMinProvenance() Provenance {
 	return Provenance_PROVENANCE_UNSPECIFIED
 }
 
+// FollowKeysRequest names a stream issued by master_sae_id's site. The key of position seq
+// has the ID UUIDv5(namespace = stream_id, name = decimal seq) (RFC 9562 clause 5.5), so the
+// slave's site knows every ID of the stream in advance and waits for each reservation to
+// arrive by the ordinary push (or pulls it), without any key material crossing sites.
 type FollowKeysRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	MasterSaeId   string                 `protobuf:"bytes,1,opt,name=master_sae_id,json=masterSaeId,proto3" json:"master_sae_id,omitempty"`
 	StreamId      string                 `protobuf:"bytes,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
 	FromSeq       int64                  `protobuf:"varint,3,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"` // resume after a reconnection
+	MaxKeys       int64                  `protobuf:"varint,4,opt,name=max_keys,json=maxKeys,proto3" json:"max_keys,omitempty"` // 0: until cancelled
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -656,9 +663,16 @@ func (x *FollowKeysRequest) GetFromSeq() int64 {
 	return 0
 }
 
+func (x *FollowKeysRequest) GetMaxKeys() int64 {
+	if x != nil {
+		return x.MaxKeys
+	}
+	return 0
+}
+
 type StreamedKey struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	StreamId      string                 `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"` // chosen by the master's site, shared with the slave in-band
+	StreamId      string                 `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"` // a UUID chosen by the master's site, shared with the slave in-band
 	Seq           int64                  `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`                          // position in the stream, from 0
 	Key           *Key                   `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2268,11 +2282,12 @@ const file_api_keyspb_keys_proto_rawDesc = "" +
 	"\bmin_rate\x18\x05 \x01(\x01R\aminRate\x12+\n" +
 	"\x03ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x19\n" +
 	"\bmax_keys\x18\a \x01(\x03R\amaxKeys\x12:\n" +
-	"\x0emin_provenance\x18\b \x01(\x0e2\x13.qkms.v1.ProvenanceR\rminProvenance\"o\n" +
+	"\x0emin_provenance\x18\b \x01(\x0e2\x13.qkms.v1.ProvenanceR\rminProvenance\"\x8a\x01\n" +
 	"\x11FollowKeysRequest\x12\"\n" +
 	"\rmaster_sae_id\x18\x01 \x01(\tR\vmasterSaeId\x12\x1b\n" +
 	"\tstream_id\x18\x02 \x01(\tR\bstreamId\x12\x19\n" +
-	"\bfrom_seq\x18\x03 \x01(\x03R\afromSeq\"\\\n" +
+	"\bfrom_seq\x18\x03 \x01(\x03R\afromSeq\x12\x19\n" +
+	"\bmax_keys\x18\x04 \x01(\x03R\amaxKeys\"\\\n" +
 	"\vStreamedKey\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x1e\n" +

@@ -7,10 +7,12 @@
 // quality-of-service parameters of ETSI GS QKD 004 (chunk size, rate, time to live).
 //
 // Errors are gRPC status codes chosen to mirror ETSI 014's HTTP statuses: INVALID_ARGUMENT
-// (400, bad request), UNAUTHENTICATED (no or unverified certificate), PERMISSION_DENIED (401,
-// key IDs of someone else, or a non-admin calling Admin), NOT_FOUND (unknown slave SAE or key
-// ID), RESOURCE_EXHAUSTED and UNAVAILABLE (503: not enough key, peer site unreachable or
-// reservation not yet confirmed), each with a message telling the caller what to do.
+// (400: bad request, unknown SAE, and unknown key IDs, which ETSI 014 also answers with 400
+// "one or more keys specified are not found on KME" rather than a 404), UNAUTHENTICATED (no
+// valid SAE certificate), PERMISSION_DENIED (401 with an SAE certificate: an SAE not served
+// here, key IDs of someone else; or a non-admin calling Admin), RESOURCE_EXHAUSTED (503: not
+// enough key) and UNAVAILABLE (503: peer site unreachable, reservation not yet confirmed,
+// replication trouble), each with a message telling the caller what to do.
 //
 // Key bytes appear only in Key messages returned to an authorized SAE; Admin never returns them.
 
