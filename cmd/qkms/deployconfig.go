@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/qkms/qkms/identity"
 	"github.com/qkms/qkms/pki"
 	"github.com/qkms/qkms/store"
 )
@@ -45,10 +46,10 @@ const (
 // 127.0.0.1, ::1 and localhost only, and the sites' ETSI 014 client verifies the host name.
 const deviceIP = "172.29.77.10"
 
-// Published ports on the host's loopback: ETSI 014 of every node (so a host client can fail over
-// when a node is killed) and the admin listener of each site's first node.
-func hostETSIPort(site, node int) int { return 18441 + 10*site + node }
-func hostAdminPort(site int) int      { return 19441 + 10*site }
+// Published ports on the host's loopback: ETSI 014 and admin of every node, so that host clients
+// (SAEs, qkmsctl) can move to another node when one is killed.
+func hostETSIPort(site, node int) int  { return 18441 + 10*site + node }
+func hostAdminPort(site, node int) int { return 19441 + 10*site + node }
 
 // deploySite is one site of the deployment.
 type deploySite struct {
@@ -95,6 +96,11 @@ type nodeConfig struct {
 	Peers         []nodePeer        `yaml:"peers"`
 	SAEs          map[string]string `yaml:"saes"`
 	Upstream      []nodeUpstream    `yaml:"upstream"`
+	Audit         nodeAudit         `yaml:"audit"`
+}
+
+type nodeAudit struct {
+	SigningKeyFile string `yaml:"signing_key_file"`
 }
 
 type tlsFiles struct {
@@ -152,11 +158,13 @@ func newDeployConfigCmd() *cobra.Command {
   DIR/pki/         development CA, KME certificates with SANs for every container host name,
                    SAE and admin certificates (host clients use these)
   DIR/KME-A/       what KME-A's containers mount at /etc/qkms: ca.pem, KME-A.pem + key, the site's
-                   master.key (mode 0600), device-*.pem (KME-A's SAE certificate at its QKD
-                   device), and a1.yaml, a2.yaml, a3.yaml (one qkms serve config per node)
+                   master.key (mode 0600), KME-A.audit.key (audit signing key, public key in
+                   KME-A.audit.pub), device-*.pem (KME-A's SAE certificate at its QKD device),
+                   and a1.yaml, a2.yaml, a3.yaml (one qkms serve config per node)
   DIR/KME-B/       the same for KME-B (b1, b2, b3)
   DIR/qkd/pki/     the device pair's CA, reused by 'qkdsim serve' in the device container
-  DIR/deploy.json  host endpoints in the demo.json format, for 'qkms bench --demo'
+  DIR/deploy.json  host endpoints in the demo.json format, for 'qkms bench --demo' and
+                   'qkmsctl --demo DIR/deploy.json --site KME-A'
 
 Running it again keeps the CAs and master keys (existing volumes stay readable) and rewrites
 certificates and configs.`,
@@ -227,7 +235,7 @@ func writeDeployConfig(w io.Writer, dir string, nodes int) error {
 	fmt.Fprintf(w, "  host clients: CA %s, SAE certificates in %s\n", layout.CACert, layout.Dir)
 	for i, s := range deploySites {
 		fmt.Fprintf(w, "  %s: ETSI 014 https://127.0.0.1:%d (node %s), admin 127.0.0.1:%d\n",
-			s.KMEID, hostETSIPort(i, 0), s.host(0), hostAdminPort(i))
+			s.KMEID, hostETSIPort(i, 0), s.host(0), hostAdminPort(i, 0))
 	}
 	fmt.Fprintf(w, "  endpoints for `qkms bench --demo`: %s\n", filepath.Join(abs, "deploy.json"))
 	return nil
@@ -270,6 +278,14 @@ func writeSite(abs string, layout, devLayout pki.Layout, i, nodes int, registry 
 		return fmt.Errorf("master key: %w", err)
 	}
 
+	// The audit signing key (ML-DSA-65) must be the same file on every node of a site and
+	// /etc/qkms is read-only in the containers, so it is created here, with its public key
+	// beside it for auditors.
+	auditKey := s.KMEID + ".audit.key"
+	if _, err := identity.LoadOrCreate(filepath.Join(siteDir, auditKey)); err != nil {
+		return err
+	}
+
 	var peerAddrs []string
 	for j := range nodes {
 		peerAddrs = append(peerAddrs, fmt.Sprintf("%s:%d", other.host(j), portPeer))
@@ -293,6 +309,7 @@ func writeSite(abs string, layout, devLayout pki.Layout, i, nodes int, registry 
 				CA: in("device-ca.pem"), Cert: in("device-" + s.KMEID + ".pem"), Key: in("device-" + s.KMEID + "-key.pem"),
 				KeySize: upstreamKeySize, Number: upstreamNumber,
 			}},
+			Audit: nodeAudit{SigningKeyFile: in(auditKey)},
 		}
 		if j > 0 {
 			c.Raft.Join = []string{fmt.Sprintf("%s:%d", s.raftHost(0), portAdmin)}
@@ -321,14 +338,12 @@ func writeDeployEndpoints(abs string, layout pki.Layout, nodes int) error {
 	df := demoFile{CA: layout.CACert}
 	for i, s := range deploySites {
 		ds := demoSite{KMEID: s.KMEID, ETSI014URL: fmt.Sprintf("https://127.0.0.1:%d", hostETSIPort(i, 0)),
-			AdminAddr: fmt.Sprintf("127.0.0.1:%d", hostAdminPort(i))}
+			AdminAddr: fmt.Sprintf("127.0.0.1:%d", hostAdminPort(i, 0))}
 		for j := range nodes {
-			// Only the ETSI 014 port of every node and the first node's admin port are published.
-			n := demoNode{NodeID: s.host(j), ETSI014URL: fmt.Sprintf("https://127.0.0.1:%d", hostETSIPort(i, j))}
-			if j == 0 {
-				n.AdminAddr = ds.AdminAddr
-			}
-			ds.Nodes = append(ds.Nodes, n)
+			// Peer and raft listeners are not published: only the containers reach them.
+			ds.Nodes = append(ds.Nodes, demoNode{NodeID: s.host(j),
+				ETSI014URL: fmt.Sprintf("https://127.0.0.1:%d", hostETSIPort(i, j)),
+				AdminAddr:  fmt.Sprintf("127.0.0.1:%d", hostAdminPort(i, j))})
 		}
 		for _, sae := range s.SAEs {
 			e, _ := layout.Find(sae)

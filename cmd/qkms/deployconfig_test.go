@@ -69,7 +69,7 @@ func TestDeployConfigNodes(t *testing.T) {
 						t.Errorf("%s: upstream %+v", path, c.Upstream)
 					}
 					// Every file the config names is in the site's directory, mounted at siteMount.
-					for _, f := range []string{c.MasterKeyFile, c.TLS.CA, c.TLS.Cert, c.TLS.Key,
+					for _, f := range []string{c.MasterKeyFile, c.TLS.CA, c.TLS.Cert, c.TLS.Key, c.Audit.SigningKeyFile,
 						c.Upstream[0].CA, c.Upstream[0].Cert, c.Upstream[0].Key} {
 						rel, ok := strings.CutPrefix(f, siteMount+"/")
 						if !ok {
@@ -96,9 +96,9 @@ func TestDeployConfigPKI(t *testing.T) {
 	if err := writeDeployConfig(io.Discard, dir, 3); err != nil {
 		t.Fatal(err)
 	}
-	masters := map[string][]byte{}
+	masters := map[string][]byte{} // master key and audit signing key of each site
 	for i, s := range deploySites {
-		for _, f := range []string{"master.key", s.KMEID + "-key.pem", "device-" + s.KMEID + "-key.pem"} {
+		for _, f := range []string{"master.key", s.KMEID + "-key.pem", "device-" + s.KMEID + "-key.pem", s.KMEID + ".audit.key"} {
 			fi, err := os.Stat(filepath.Join(dir, s.KMEID, f))
 			if err != nil {
 				t.Fatal(err)
@@ -107,7 +107,8 @@ func TestDeployConfigPKI(t *testing.T) {
 				t.Errorf("%s/%s has mode %v, want 0600", s.KMEID, f, fi.Mode().Perm())
 			}
 		}
-		masters[s.KMEID] = readFile(t, filepath.Join(dir, s.KMEID, "master.key"))
+		masters[s.KMEID] = append(readFile(t, filepath.Join(dir, s.KMEID, "master.key")),
+			readFile(t, filepath.Join(dir, s.KMEID, s.KMEID+".audit.key"))...)
 
 		roots := certPool(t, filepath.Join(dir, s.KMEID, "ca.pem"))
 		kme := parseCert(t, filepath.Join(dir, s.KMEID, s.KMEID+".pem"))
@@ -158,12 +159,14 @@ func TestDeployConfigPKI(t *testing.T) {
 		t.Error("a second run replaced the CA")
 	}
 	for _, s := range deploySites {
-		if !slices.Equal(readFile(t, filepath.Join(dir, s.KMEID, "master.key")), masters[s.KMEID]) {
-			t.Errorf("a second run replaced %s's master key", s.KMEID)
+		again := append(readFile(t, filepath.Join(dir, s.KMEID, "master.key")),
+			readFile(t, filepath.Join(dir, s.KMEID, s.KMEID+".audit.key"))...)
+		if !slices.Equal(again, masters[s.KMEID]) {
+			t.Errorf("a second run replaced %s's master key or audit signing key", s.KMEID)
 		}
 	}
 	if slices.Equal(masters[deploySites[0].KMEID], masters[deploySites[1].KMEID]) {
-		t.Error("both sites have the same master key")
+		t.Error("both sites have the same master key and audit signing key")
 	}
 }
 
@@ -291,10 +294,8 @@ func TestComposeMatchesDeployConfig(t *testing.T) {
 			if !slices.Equal(svc.ExtraHosts, []string{"localhost:" + deviceIP}) {
 				t.Errorf("%s extra_hosts %v", name, svc.ExtraHosts)
 			}
-			want := []string{fmt.Sprintf("127.0.0.1:%d:%d", hostETSIPort(i, j), portETSI014)}
-			if j == 0 {
-				want = append(want, fmt.Sprintf("127.0.0.1:%d:%d", hostAdminPort(i), portAdmin))
-			}
+			want := []string{fmt.Sprintf("127.0.0.1:%d:%d", hostETSIPort(i, j), portETSI014),
+				fmt.Sprintf("127.0.0.1:%d:%d", hostAdminPort(i, j), portAdmin)}
 			if !slices.Equal(svc.Ports, want) {
 				t.Errorf("%s ports %v, want %v", name, svc.Ports, want)
 			}
