@@ -48,7 +48,7 @@ func envInt(name string, def int64) int64 {
 // acknowledged key can still be fetched, and that each site's nodes converge to one state.
 //
 // QKMS_FAULT_RUNS (default 1) runs that many seeds; QKMS_FAULT_SEED replays a seed;
-// QKMS_FAULT_DURATION (seconds, default 70) is the length of the fault phase of each run;
+// QKMS_FAULT_DURATION (seconds, default 45) is the length of the fault phase of each run;
 // QKMS_FAULT_OUT is where failing histories are saved (default: a temporary directory).
 func TestFaults(t *testing.T) {
 	if testing.Short() {
@@ -59,7 +59,7 @@ func TestFaults(t *testing.T) {
 	}
 	runs := envInt("QKMS_FAULT_RUNS", 1)
 	seed := uint64(envInt("QKMS_FAULT_SEED", time.Now().UnixNano()%1_000_000))
-	dur := time.Duration(envInt("QKMS_FAULT_DURATION", 70)) * time.Second
+	dur := time.Duration(envInt("QKMS_FAULT_DURATION", 45)) * time.Second
 	var all []time.Duration
 	for r := range runs {
 		s := seed + uint64(r)
