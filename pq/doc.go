@@ -11,10 +11,9 @@
 //     cloudflare/circl sign/mldsa/mldsa65. The site key pair is the one of package identity (same
 //     key file format, same key IDs); envelopes are signed under the FIPS 204 context string
 //     EnvelopeContext, which keeps them apart from the audit trail's signatures (§5.2, ctx).
-//   - X-Wing, draft-connolly-cfrg-xwing-kem-05: ML-KEM-768 (NIST FIPS 203, circl
-//     kem/mlkem/mlkem768) combined with X25519 (crypto/ecdh) by a SHA3-256 combiner, assembled in
-//     xwing.go (why there, and not circl's kem/xwing, is explained in that file) and checked
-//     against the draft's test vectors. Its shared secret stays secret as long as either
+//   - X-Wing, draft-connolly-cfrg-xwing-kem-05: ML-KEM-768 (NIST FIPS 203) combined with X25519
+//     by a SHA3-256 combiner, from circl's kem/xwing (wrapped in xwing.go) and checked against
+//     the draft's test vectors. Its shared secret stays secret as long as either
 //     ML-KEM-768 or X25519 holds.
 //   - Combining secrets: NIST SP 800-56C rev2 (§2, the hybrid shared secret Z' = Z || T, and the
 //     two-step extract-then-expand KDF of §5) and ETSI TS 103 744 CatKDF: the secrets are

@@ -212,8 +212,7 @@ func (in *Initiator) Finish(m *Reply, now time.Time) (*Epoch, *Confirmation, err
 	ss, err := sk.decapsulate(m.Ciphertext)
 	sk.destroy()
 	if err != nil {
-		// A ciphertext of the wrong size or with a low-order X25519 point: it cannot match what
-		// the responder derived, so this is a failed confirmation like any other.
+		// A ciphertext of the wrong size: it cannot match what the responder derived, so this is a failed confirmation like any other.
 		return nil, nil, fmt.Errorf("pq: finish exchange %s with %s: ciphertext: %v: %w", in.id, in.b, err, ErrConfirmation)
 	}
 	ks, err := schedule(in.a, in.b, in.id, in.pk, m.Ciphertext, ss)
