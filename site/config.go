@@ -63,6 +63,11 @@ type ListenConfig struct {
 	Peer    string `yaml:"peer"`    // peer channel for other sites' KMEs (gRPC, mTLS)
 	Raft    string `yaml:"raft"`    // raft transport between the nodes of this site (mTLS)
 	Admin   string `yaml:"admin"`   // qkms.v1.Admin gRPC for operators and joining nodes (mTLS)
+	// GRPC serves qkms.v1.KeyDelivery for SAEs (mTLS), with gRPC health and reflection.
+	GRPC string `yaml:"grpc"`
+	// Metrics serves Prometheus /metrics over plain HTTP (no secrets, but SAE and KME IDs and
+	// traffic figures): bind it to loopback or a management network.
+	Metrics string `yaml:"metrics"`
 }
 
 // RaftConfig says how the node joins its site's raft cluster.

@@ -19,12 +19,7 @@ type etsiService struct{ n *Node }
 func errorsIsApplied(err error) bool { return errors.Is(err, kms.ErrAlreadyApplied) }
 
 func (s etsiService) Status(ctx context.Context, master, slave string) (*etsi014.Status, error) {
-	var st kms.StatusInfo
-	err := s.n.rn.Read(ctx, func(tx kms.Tx) error {
-		var err error
-		st, err = s.n.machine.Status(tx, master, slave)
-		return err
-	})
+	st, err := s.n.status(ctx, master, slave)
 	if err != nil {
 		return nil, err
 	}
@@ -38,21 +33,69 @@ func (s etsiService) Status(ctx context.Context, master, slave string) (*etsi014
 }
 
 func (s etsiService) GetKey(ctx context.Context, master, slave string, req etsi014.KeyRequest) ([]etsi014.DeliveredKey, error) {
-	n := s.n
-	number, size := req.Number, req.Size
+	keys, err := s.n.issue(ctx, master, slave, issueRequest{number: req.Number, size: req.Size, additional: req.AdditionalSlaveSAEIDs})
+	if err != nil {
+		return nil, err
+	}
+	return deliver(keys), nil
+}
+
+func (s etsiService) GetKeyWithIDs(ctx context.Context, slave, master string, keyIDs []string) ([]etsi014.DeliveredKey, error) {
+	keys, err := s.n.fetch(ctx, slave, master, keyIDs)
+	if err != nil {
+		return nil, err
+	}
+	return deliver(keys), nil
+}
+
+// The key delivery paths every API (ETSI 014 REST, gRPC KeyDelivery) goes through, so they
+// share semantics, authorization and metrics.
+
+// status is Get status for master and slave, read linearizably.
+func (n *Node) status(ctx context.Context, master, slave string) (kms.StatusInfo, error) {
+	var st kms.StatusInfo
+	err := n.rn.Read(ctx, func(tx kms.Tx) error {
+		var err error
+		st, err = n.machine.Status(tx, master, slave)
+		return err
+	})
+	return st, err
+}
+
+// issueRequest is a Get key request as the APIs hand it to issue. number 0 means 1, size 0
+// the default key size; ids (optional) are the keys' IDs, else fresh UUIDs are drawn; ttl 0
+// means the site's key TTL.
+type issueRequest struct {
+	number, size int
+	additional   []string
+	ids          []string
+	ttl          time.Duration
+}
+
+// issue is Get key at the master's site: validate, propose Issue, queue the push of the
+// reservations to the peer site, and return the keys for the master.
+func (n *Node) issue(ctx context.Context, master, slave string, req issueRequest) ([]kms.Key, error) {
+	number, size := req.number, req.size
 	if number == 0 {
 		number = 1
 	}
 	if size == 0 {
 		size = n.machine.Limits().KeySize
 	}
-	if err := n.machine.ValidateIssue(master, slave, number, size, req.AdditionalSlaveSAEIDs); err != nil {
+	if err := n.machine.ValidateIssue(master, slave, number, size, req.additional); err != nil {
 		return nil, err
 	}
 	peerKME, _ := n.machine.Registry().KME(slave)
-	ids := make([]string, number)
-	for i := range ids {
-		ids[i] = uuid.NewString()
+	ids := req.ids
+	if ids == nil {
+		ids = make([]string, number)
+		for i := range ids {
+			ids[i] = uuid.NewString()
+		}
+	}
+	ttl := req.ttl
+	if ttl <= 0 {
+		ttl = n.cfg.KeyTTL
 	}
 	now := time.Now().UTC()
 	res, err := n.propose(ctx, &kms.Command{
@@ -60,8 +103,8 @@ func (s etsiService) GetKey(ctx context.Context, master, slave string, req etsi0
 		ReqID: "issue/" + ids[0],
 		Issue: &kms.IssueCmd{
 			Self: n.cfg.KMEID, Peer: peerKME, Master: master,
-			Slaves: append([]string{slave}, req.AdditionalSlaveSAEIDs...),
-			Bits:   size, KeyIDs: ids, Expires: now.Add(n.cfg.KeyTTL),
+			Slaves: append([]string{slave}, req.additional...),
+			Bits:   size, KeyIDs: ids, Expires: now.Add(ttl),
 			Provenance: kms.ProvenanceQKD,
 		},
 	})
@@ -69,11 +112,12 @@ func (s etsiService) GetKey(ctx context.Context, master, slave string, req etsi0
 		return nil, err
 	}
 	n.enqueuePush(res.Reservations)
-	return deliver(res.Keys), nil
+	return res.Keys, nil
 }
 
-func (s etsiService) GetKeyWithIDs(ctx context.Context, slave, master string, keyIDs []string) ([]etsi014.DeliveredKey, error) {
-	n := s.n
+// fetch is Get key with key IDs at a slave's site: pull the reservations that have not
+// arrived yet, then propose Fetch.
+func (n *Node) fetch(ctx context.Context, slave, master string, keyIDs []string) ([]kms.Key, error) {
 	if err := n.ensureReservations(ctx, master, keyIDs); err != nil {
 		return nil, err
 	}
@@ -84,7 +128,7 @@ func (s etsiService) GetKeyWithIDs(ctx context.Context, slave, master string, ke
 	if err != nil {
 		return nil, err
 	}
-	return deliver(res.Keys), nil
+	return res.Keys, nil
 }
 
 // ensureReservations pulls from the master's site the reservations of keyIDs this site has not
@@ -140,12 +184,17 @@ func (n *Node) ensureReservations(ctx context.Context, master string, keyIDs []s
 func deliver(keys []kms.Key) []etsi014.DeliveredKey {
 	out := make([]etsi014.DeliveredKey, len(keys))
 	for i, k := range keys {
-		prov := kms.ProvenanceQKD
-		if k.Res != nil && k.Res.Provenance != "" {
-			prov = k.Res.Provenance
-		}
+		prov := provenanceOf(k)
 		out[i] = etsi014.DeliveredKey{ID: k.ID, Bytes: k.Bytes,
 			Extension: map[string]any{"qkms_provenance": string(prov)}}
 	}
 	return out
+}
+
+// provenanceOf is a delivered key's provenance (QKD when the reservation does not say).
+func provenanceOf(k kms.Key) kms.Provenance {
+	if k.Res != nil && k.Res.Provenance != "" {
+		return k.Res.Provenance
+	}
+	return kms.ProvenanceQKD
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
 
 	"github.com/qkms/qkms/api/etsi014"
 	"github.com/qkms/qkms/kms"
@@ -41,6 +42,13 @@ type Node struct {
 	peerLn   net.Listener
 	adminSrv *grpc.Server
 	adminLn  net.Listener
+
+	grpcSrv    *grpc.Server // KeyDelivery for SAEs (grpc.go)
+	grpcLn     net.Listener
+	grpcHealth *health.Server
+	metricsSrv *http.Server // Prometheus /metrics (metrics.go)
+	metricsLn  net.Listener
+	metrics    *metrics
 
 	peersMu  sync.Mutex
 	peers    map[string]*peer.Client
@@ -132,6 +140,7 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.rn = rn
+	n.metrics = newMetrics(n)
 	if err := n.listen(); err != nil {
 		n.Close()
 		return nil, err
@@ -159,7 +168,7 @@ func (n *Node) listen() error {
 		}
 		n.etsiLn = ln
 		n.etsiSrv = &http.Server{
-			Handler:           etsi014.NewHandler(etsiService{n}, etsi014.Options{Logger: n.log}),
+			Handler:           n.metrics.instrumentETSI(etsi014.NewHandler(etsiService{n}, etsi014.Options{Logger: n.log})),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       120 * time.Second,
 			ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
@@ -185,7 +194,10 @@ func (n *Node) listen() error {
 		n.adminSrv = newAdminServer(n)
 		go n.adminSrv.Serve(ln)
 	}
-	return nil
+	if err := n.listenGRPC(); err != nil {
+		return err
+	}
+	return n.listenMetrics()
 }
 
 // AdminAddr is the bound address of the admin listener ("" if none).
@@ -221,6 +233,8 @@ func (n *Node) Close() error {
 		n.etsiSrv.Shutdown(ctx)
 		cancel()
 	}
+	n.closeGRPC()
+	n.closeMetrics()
 	for _, g := range []*grpc.Server{n.peerSrv, n.adminSrv} {
 		if g != nil {
 			g.GracefulStop()
@@ -246,7 +260,9 @@ func (n *Node) propose(ctx context.Context, c *kms.Command) (*kms.Result, error)
 	if c.Time.IsZero() {
 		c.Time = time.Now().UTC()
 	}
+	start := time.Now()
 	res, err := n.rn.Propose(ctx, c)
+	n.observeCommand(c, res, err, time.Since(start))
 	if err != nil {
 		return nil, fmt.Errorf("%w: replication: %v", kms.ErrNotConfirmed, err)
 	}

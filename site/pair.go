@@ -147,10 +147,11 @@ func (p *Pair) startSite(cfg PairConfig, i int, k string, nodes int, registry ma
 		}
 		c := Config{
 			KMEID: k, NodeID: fmt.Sprintf("%s-%d", k, j+1), DataDir: dir, MasterKeyFile: keyFile,
-			TLS:    TLSConfig{CA: p.Layout.CACert, Cert: kme.Cert, Key: kme.Key},
-			Listen: ListenConfig{ETSI014: etsiAddr, Peer: "127.0.0.1:0", Raft: raftAddr, Admin: "127.0.0.1:0"},
-			Raft:   RaftConfig{Bootstrap: j == 0},
-			SAEs:   registry, Limits: cfg.Limits, KeyTTL: cfg.KeyTTL, Durability: cfg.Durability,
+			TLS: TLSConfig{CA: p.Layout.CACert, Cert: kme.Cert, Key: kme.Key},
+			Listen: ListenConfig{ETSI014: etsiAddr, Peer: "127.0.0.1:0", Raft: raftAddr, Admin: "127.0.0.1:0",
+				GRPC: "127.0.0.1:0", Metrics: "127.0.0.1:0"},
+			Raft: RaftConfig{Bootstrap: j == 0},
+			SAEs: registry, Limits: cfg.Limits, KeyTTL: cfg.KeyTTL, Durability: cfg.Durability,
 		}
 		if j == 0 {
 			c.Upstream = cfg.Upstream[i]

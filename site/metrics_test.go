@@ -1,0 +1,105 @@
+package site
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/qkms/qkms/api/etsi014"
+)
+
+// scrape fetches /metrics of a node and returns the value of the sample name{labels}
+// (labels may be a subset of the sample's), or -1 when there is no such sample.
+func scrape(t *testing.T, n *Node, name string, labels ...string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + n.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: %d %v", resp.StatusCode, err)
+	}
+	sum, found := 0.0, false
+	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		sp := strings.LastIndexByte(line, ' ')
+		match := true
+		for _, l := range labels {
+			match = match && strings.Contains(line[:sp], l)
+		}
+		if !match {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[sp+1:], 64)
+		if err != nil {
+			t.Fatalf("sample %q: %v", line, err)
+		}
+		sum, found = sum+v, true
+	}
+	if !found {
+		return -1
+	}
+	return sum
+}
+
+func TestMetricsAfterDelivery(t *testing.T) {
+	tp := newTestPair(t, nil)
+	tp.ingest(2, 4096)
+	tp.waitKey(512)
+	a, b := tp.Sites[0], tp.Sites[1]
+	pair := []string{`master_sae="SAE-A1"`, `slave_sae="SAE-B1"`, `provenance="qkd"`}
+	before := []float64{scrape(t, a, "qkms_keys_issued_total", pair...), scrape(t, b, "qkms_keys_fetched_total", pair...)}
+
+	ctx := context.Background()
+	keys, err := tp.client(0, "SAE-A1").GetKey(ctx, "SAE-B1", etsi014.KeyRequest{Number: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tp.grpcClient(1, "SAE-B1").GetKeyWithIDs(ctx, "SAE-A1", []string{keys[0].ID, keys[1].ID}); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name   string
+		node   *Node
+		metric string
+		labels []string
+		min    float64
+	}{
+		{"issued", a, "qkms_keys_issued_total", pair, max(0, before[0]) + 2},
+		{"fetched", b, "qkms_keys_fetched_total", pair, max(0, before[1]) + 2},
+		{"etsi014 latency", a, "qkms_request_duration_seconds_count", []string{`api="etsi014"`, `operation="enc_keys"`, `code="200"`}, 1},
+		{"grpc latency", b, "qkms_request_duration_seconds_count", []string{`api="grpc"`, `operation="GetKeyWithIDs"`, `code="OK"`}, 1},
+		{"apply latency", a, "qkms_raft_apply_duration_seconds_count", []string{`command="issue"`}, 1},
+		{"link bytes", a, "qkms_link_key_bytes_total", []string{`peer="KME-B"`}, 2 * (4096 - tagKeyBytes)},
+		{"link qber", a, "qkms_link_qber", []string{`peer="KME-B"`}, 0.02},
+		{"pool", a, "qkms_pool_available_bytes", []string{`peer="KME-B"`}, 1},
+		{"raft leader", a, "qkms_raft_state", []string{`state="Leader"`}, 1},
+	}
+	for _, tt := range tests {
+		if got := scrape(t, tt.node, tt.metric, tt.labels...); got < tt.min {
+			t.Errorf("%s: %s%v = %g, want at least %g", tt.name, tt.metric, tt.labels, got, tt.min)
+		}
+	}
+	// Key IDs never become label values.
+	resp, err := http.Get("http://" + a.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(body), keys[0].ID) {
+		t.Fatal("a key ID appears in /metrics")
+	}
+}
