@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/qkms/qkms/api/etsi014"
+	"github.com/qkms/qkms/api/keydelivery"
 	"github.com/qkms/qkms/pki"
 )
 
@@ -52,8 +53,8 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench --demo DIR/demo.json",
 		Short: "drive enc_keys at one site and dec_keys at the other; verify every key; report keys/s and latency",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if protocol != "etsi014" {
-				return fmt.Errorf("--protocol %q is not available; supported: etsi014", protocol)
+			if protocol != "etsi014" && protocol != "grpc" {
+				return fmt.Errorf("--protocol %q is not available; supported: etsi014, grpc", protocol)
 			}
 			if clients < 1 || number < 1 || size < 8 || size%8 != 0 || duration <= 0 {
 				return fmt.Errorf("--clients and --number must be >= 1, --size a positive multiple of 8, --duration > 0")
@@ -69,7 +70,7 @@ func newBenchCmd() *cobra.Command {
 			if len(df.Sites) < 2 || len(df.Sites[0].SAEs) == 0 || len(df.Sites[1].SAEs) == 0 {
 				return fmt.Errorf("%s: need two sites with an SAE each", demo)
 			}
-			res, err := runBench(cmd.Context(), df, clients, duration, size, number)
+			res, err := runBench(cmd.Context(), df, protocol, clients, duration, size, number)
 			if err != nil {
 				return err
 			}
@@ -97,43 +98,131 @@ func newBenchCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "how long to run")
 	cmd.Flags().IntVar(&size, "size", 256, "key size in bits")
 	cmd.Flags().IntVar(&number, "number", 1, "keys per enc_keys request")
-	cmd.Flags().StringVar(&protocol, "protocol", "etsi014", "API to drive: etsi014")
+	cmd.Flags().StringVar(&protocol, "protocol", "etsi014", "API to drive: etsi014 (REST) or grpc (qkms.v1.KeyDelivery)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
 }
 
+// benchKey is a delivered key as the bench compares them.
+type benchKey struct {
+	id    string
+	bytes []byte
+}
+
+// benchClient is one SAE's connection to its site over the protocol under test.
+type benchClient interface {
+	getKey(ctx context.Context, slave string, number, size int) ([]benchKey, error)
+	getKeyWithIDs(ctx context.Context, master string, ids []string) ([]benchKey, error)
+}
+
+type etsiBench struct{ c *etsi014.Client }
+
+func (b etsiBench) getKey(ctx context.Context, slave string, number, size int) ([]benchKey, error) {
+	keys, err := b.c.GetKey(ctx, slave, etsi014.KeyRequest{Number: number, Size: size})
+	out := make([]benchKey, len(keys))
+	for i, k := range keys {
+		out[i] = benchKey{k.ID, k.Bytes}
+	}
+	return out, err
+}
+
+func (b etsiBench) getKeyWithIDs(ctx context.Context, master string, ids []string) ([]benchKey, error) {
+	keys, err := b.c.GetKeyWithIDs(ctx, master, ids)
+	out := make([]benchKey, len(keys))
+	for i, k := range keys {
+		out[i] = benchKey{k.ID, k.Bytes}
+	}
+	return out, err
+}
+
+type grpcBench struct{ c *keydelivery.Client }
+
+func (b grpcBench) getKey(ctx context.Context, slave string, number, size int) ([]benchKey, error) {
+	keys, err := b.c.GetKey(ctx, slave, number, size)
+	out := make([]benchKey, len(keys))
+	for i, k := range keys {
+		out[i] = benchKey{k.ID, k.Bytes}
+	}
+	return out, err
+}
+
+func (b grpcBench) getKeyWithIDs(ctx context.Context, master string, ids []string) ([]benchKey, error) {
+	keys, err := b.c.GetKeyWithIDs(ctx, master, ids)
+	out := make([]benchKey, len(keys))
+	for i, k := range keys {
+		out[i] = benchKey{k.ID, k.Bytes}
+	}
+	return out, err
+}
+
 // direction is one master-slave pair across the two sites.
 type direction struct {
-	enc, dec          *etsi014.Client
+	enc, dec          benchClient
 	masterID, slaveID string
 }
 
-func runBench(ctx context.Context, df demoFile, clients int, d time.Duration, size, number int) (*benchResult, error) {
-	client := func(site demoSite, sae demoSAE) (*etsi014.Client, error) {
+func runBench(ctx context.Context, df demoFile, protocol string, clients int, d time.Duration, size, number int) (*benchResult, error) {
+	var conns []*keydelivery.Client
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	// Each bench client has its own connections, as separate encryptors would: one pooled
+	// HTTP/1.1 client per SAE for ETSI 014 (it opens a connection per concurrent request), one
+	// HTTP/2 connection per client and SAE for gRPC.
+	client := func(site demoSite, sae demoSAE) (benchClient, error) {
 		cfg, err := pki.ClientConfig(sae.Cert, sae.Key, df.CA)
 		if err != nil {
 			return nil, err
 		}
-		return etsi014.NewClient(site.ETSI014URL, cfg), nil
+		if protocol == "grpc" {
+			if site.GRPCAddr == "" {
+				return nil, fmt.Errorf("site %s has no grpc_addr in demo.json; restart qkms demo", site.KMEID)
+			}
+			c, err := keydelivery.Dial(site.GRPCAddr, cfg)
+			if err != nil {
+				return nil, err
+			}
+			conns = append(conns, c)
+			return grpcBench{c}, nil
+		}
+		return etsiBench{etsi014.NewClient(site.ETSI014URL, cfg)}, nil
 	}
 	// Half the clients issue at A for B (SAE-A1 -> SAE-B1), half at B for A (the last SAE of B
 	// -> the last SAE of A), so both sites spend the blocks they own.
-	var dirs []direction
-	for i := 0; i < 2; i++ {
-		ms, ss := df.Sites[i], df.Sites[1-i]
-		master, slave := ms.SAEs[0], ss.SAEs[0]
-		if i == 1 {
-			master, slave = ms.SAEs[len(ms.SAEs)-1], ss.SAEs[len(ss.SAEs)-1]
+	dirsFor := func() ([]direction, error) {
+		var dirs []direction
+		for i := 0; i < 2; i++ {
+			ms, ss := df.Sites[i], df.Sites[1-i]
+			master, slave := ms.SAEs[0], ss.SAEs[0]
+			if i == 1 {
+				master, slave = ms.SAEs[len(ms.SAEs)-1], ss.SAEs[len(ss.SAEs)-1]
+			}
+			enc, err := client(ms, master)
+			if err != nil {
+				return nil, err
+			}
+			dec, err := client(ss, slave)
+			if err != nil {
+				return nil, err
+			}
+			dirs = append(dirs, direction{enc: enc, dec: dec, masterID: master.SAEID, slaveID: slave.SAEID})
 		}
-		enc, err := client(ms, master)
-		if err != nil {
-			return nil, err
+		return dirs, nil
+	}
+	shared, err := dirsFor()
+	if err != nil {
+		return nil, err
+	}
+	perClient := make([][]direction, clients)
+	for c := range perClient {
+		perClient[c] = shared
+		if protocol == "grpc" {
+			if perClient[c], err = dirsFor(); err != nil {
+				return nil, err
+			}
 		}
-		dec, err := client(ss, slave)
-		if err != nil {
-			return nil, err
-		}
-		dirs = append(dirs, direction{enc: enc, dec: dec, masterID: master.SAEID, slaveID: slave.SAEID})
 	}
 	var keys, errs, mismatches atomic.Int64
 	var firstErr atomic.Value
@@ -150,10 +239,11 @@ func runBench(ctx context.Context, df demoFile, clients int, d time.Duration, si
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			dirs := perClient[c]
 			dir := dirs[c%len(dirs)]
 			for ctx.Err() == nil {
 				t0 := time.Now()
-				issued, err := dir.enc.GetKey(ctx, dir.slaveID, etsi014.KeyRequest{Number: number, Size: size})
+				issued, err := dir.enc.getKey(ctx, dir.slaveID, number, size)
 				t1 := time.Now()
 				if err != nil {
 					if ctx.Err() == nil {
@@ -163,10 +253,10 @@ func runBench(ctx context.Context, df demoFile, clients int, d time.Duration, si
 				}
 				ids := make([]string, len(issued))
 				for i, k := range issued {
-					ids[i] = k.ID
+					ids[i] = k.id
 				}
 				// The fetch runs to completion even when time is up: an issued key is checked.
-				fetched, err := dir.dec.GetKeyWithIDs(context.Background(), dir.masterID, ids)
+				fetched, err := dir.dec.getKeyWithIDs(context.Background(), dir.masterID, ids)
 				t2 := time.Now()
 				lat[c][0] = append(lat[c][0], t1.Sub(t0))
 				if err != nil {
@@ -175,7 +265,7 @@ func runBench(ctx context.Context, df demoFile, clients int, d time.Duration, si
 				}
 				lat[c][1] = append(lat[c][1], t2.Sub(t1))
 				for i := range issued {
-					if i >= len(fetched) || fetched[i].ID != issued[i].ID || !bytes.Equal(fetched[i].Bytes, issued[i].Bytes) {
+					if i >= len(fetched) || fetched[i].id != issued[i].id || !bytes.Equal(fetched[i].bytes, issued[i].bytes) {
 						mismatches.Add(1)
 						continue
 					}

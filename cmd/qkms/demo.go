@@ -25,10 +25,14 @@ type demoFile struct {
 }
 
 type demoSite struct {
-	KMEID      string     `json:"kme_id"`
-	ETSI014URL string     `json:"etsi014_url"`
-	PeerAddr   string     `json:"peer_addr"`
-	AdminAddr  string     `json:"admin_addr"`
+	KMEID      string `json:"kme_id"`
+	ETSI014URL string `json:"etsi014_url"`
+	PeerAddr   string `json:"peer_addr"`
+	AdminAddr  string `json:"admin_addr"`
+	// GRPCAddr is the gRPC KeyDelivery address (host:port, mutual TLS, health and reflection).
+	GRPCAddr string `json:"grpc_addr,omitempty"`
+	// MetricsURL is the Prometheus endpoint (plain HTTP, loopback).
+	MetricsURL string     `json:"metrics_url,omitempty"`
 	Nodes      []demoNode `json:"nodes"`
 	AdminCert  string     `json:"admin_cert,omitempty"`
 	AdminKey   string     `json:"admin_key,omitempty"`
@@ -42,6 +46,8 @@ type demoNode struct {
 	PeerAddr   string `json:"peer_addr"`
 	AdminAddr  string `json:"admin_addr"`
 	RaftAddr   string `json:"raft_addr"`
+	GRPCAddr   string `json:"grpc_addr,omitempty"`
+	MetricsURL string `json:"metrics_url,omitempty"`
 }
 
 type demoSAE struct {
@@ -99,9 +105,11 @@ func newDemoCmd() *cobra.Command {
 			df := demoFile{CA: pair.Layout.CACert}
 			for i, n := range pair.Sites {
 				ds := demoSite{KMEID: n.KMEID(), ETSI014URL: "https://" + n.ETSI014Addr(), PeerAddr: n.PeerAddr(), AdminAddr: n.AdminAddr()}
+				ds.GRPCAddr, ds.MetricsURL = n.GRPCAddr(), metricsURL(n)
 				for _, m := range pair.Nodes[i] {
 					ds.Nodes = append(ds.Nodes, demoNode{NodeID: m.NodeID(), ETSI014URL: "https://" + m.ETSI014Addr(),
-						PeerAddr: m.PeerAddr(), AdminAddr: m.AdminAddr(), RaftAddr: m.RaftAddr()})
+						PeerAddr: m.PeerAddr(), AdminAddr: m.AdminAddr(), RaftAddr: m.RaftAddr(),
+						GRPCAddr: m.GRPCAddr(), MetricsURL: metricsURL(m)})
 				}
 				for _, s := range pair.SAEs[i] {
 					e, _ := pair.Layout.Find(s)
@@ -142,5 +150,16 @@ func printHowTo(cmd *cobra.Command, dir string, df demoFile) {
 	fmt.Fprintf(w, "Get the same key at %s (as %s), with the key_ID from the first answer:\n", b.KMEID, b.SAEs[0].SAEID)
 	fmt.Fprintf(w, "  curl --cacert %s --cert %s --key %s \\\n    '%s/api/v1/keys/%s/dec_keys?key_ID=KEY_ID'\n\n",
 		df.CA, b.SAEs[0].Cert, b.SAEs[0].Key, b.ETSI014URL, a.SAEs[0].SAEID)
+	fmt.Fprintf(w, "The same over gRPC (qkms.v1.KeyDelivery; reflection is on):\n")
+	fmt.Fprintf(w, "  grpcurl -cacert %s -cert %s -key %s \\\n    -d '{\"slave_sae_id\":\"%s\"}' %s qkms.v1.KeyDelivery/GetKey\n\n",
+		df.CA, a.SAEs[0].Cert, a.SAEs[0].Key, b.SAEs[0].SAEID, a.GRPCAddr)
+	fmt.Fprintf(w, "Metrics:  curl %s\n\n", a.MetricsURL)
 	fmt.Fprintf(w, "Benchmark it:  go run ./cmd/qkms bench --demo %s/demo.json\nStop with Ctrl-C.\n", dir)
+}
+
+func metricsURL(n *site.Node) string {
+	if n.MetricsAddr() == "" {
+		return ""
+	}
+	return "http://" + n.MetricsAddr() + "/metrics"
 }
