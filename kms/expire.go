@@ -54,6 +54,11 @@ func (m *Machine) applyExpire(tx Tx, c *Command) *Result {
 	if err := finish(tx, bs, pools, poolOrder); err != nil {
 		return fail(err)
 	}
+	// Request records past the deduplication window go too, and with them the sealed copies of
+	// the keys their requests delivered.
+	if _, err := tx.ExpireRequests(c.Time.Add(-m.cfg.RequestTTL), limit); err != nil {
+		return fail(storageErr("expire request records", err))
+	}
 	es := keyEntries(EventKeyExpired, expired, nil)
 	for _, e := range keyEntries(EventKeyErased, erased, nil) {
 		e.Detail = "expired before every slave fetched it"

@@ -341,27 +341,52 @@ func TestPeerReserveBeforeVerify(t *testing.T) {
 	wantErr(t, l.push(l.a, l.b, fresh).Err, kms.ErrNotConfirmed)
 }
 
-// TestIdempotentReqID: a command whose ReqID was applied is refused without changes.
+// TestIdempotentReqID: a command whose ReqID was applied changes nothing when it comes again,
+// and gets the first application's keys (a retry after a lost answer), until RequestTTL.
 func TestIdempotentReqID(t *testing.T) {
 	l := newLink(t, kms.Limits{})
 	l.ingest(256, true)
 	c := l.issueCmd(l.a, "SAE-A1", []string{"SAE-B1"}, 1, 256)
 	c.ReqID = "req-1"
-	if r := l.apply(l.a, c); r.Err != nil {
-		t.Fatal(r.Err)
+	first := l.apply(l.a, c)
+	if first.Err != nil {
+		t.Fatal(first.Err)
 	}
 	before := l.a.tx.Dump()
-	c2 := l.issueCmd(l.a, "SAE-A1", []string{"SAE-B1"}, 1, 256)
-	c2.ReqID = "req-1"
-	r := l.apply(l.a, c2)
-	wantErr(t, r.Err, kms.ErrAlreadyApplied)
-	if len(r.Keys) != 0 || l.a.tx.Dump() != before {
-		t.Fatal("repeated request consumed key")
+	r := l.apply(l.a, c) // the same command again, as raft retries it
+	if r.Err != nil {
+		t.Fatalf("replayed issue: %v", r.Err)
 	}
-	rec, _ := l.a.tx.Request("req-1")
-	if string(rec) != "issue" {
-		t.Fatalf("request marker %q", rec)
+	if len(r.Keys) != 1 || r.Keys[0].ID != first.Keys[0].ID || !bytes.Equal(r.Keys[0].Bytes, first.Keys[0].Bytes) {
+		t.Fatal("replayed issue did not return the first application's key")
 	}
+	if l.a.tx.Dump() != before {
+		t.Fatal("repeated request changed the state")
+	}
+	if len(r.Reservations) != 1 {
+		t.Fatalf("replayed issue returned %d reservations to push, want 1", len(r.Reservations))
+	}
+
+	// The same at the slave's site for a fetch.
+	l.must(l.b, &kms.Command{PeerReserve: &kms.PeerReserveCmd{From: kmeA, Reservations: first.Reservations}})
+	f := &kms.Command{ReqID: "fetch-1", Fetch: &kms.FetchCmd{Master: "SAE-A1", Caller: "SAE-B1", KeyIDs: []string{first.Keys[0].ID}}}
+	f1 := l.apply(l.b, f)
+	f2 := l.apply(l.b, f)
+	if f1.Err != nil || f2.Err != nil || !bytes.Equal(f1.Keys[0].Bytes, f2.Keys[0].Bytes) || !bytes.Equal(f1.Keys[0].Bytes, first.Keys[0].Bytes) {
+		t.Fatalf("replayed fetch: %v / %v", f1.Err, f2.Err)
+	}
+	// Another request ID is a new request: the key is gone.
+	wantErr(t, l.apply(l.b, &kms.Command{ReqID: "fetch-2", Fetch: f.Fetch}).Err, kms.ErrKeyNotFound)
+
+	// A reused ID of another kind is refused.
+	wantErr(t, l.apply(l.b, &kms.Command{ReqID: "fetch-1", MarkPushed: &kms.MarkPushedCmd{KeyIDs: []string{"x"}}}).Err, kms.ErrBadRequest)
+
+	// Records, and the copies of the keys in them, go after RequestTTL.
+	l.must(l.b, &kms.Command{Time: t0.Add(kms.DefaultRequestTTL + time.Hour), Expire: &kms.ExpireCmd{}})
+	if rec, _ := l.b.tx.Request("fetch-1"); rec != nil {
+		t.Fatal("request record outlived RequestTTL")
+	}
+
 	// A rejected command does not record its ReqID: it can be retried.
 	c3 := l.issueCmd(l.a, "SAE-A1", []string{"SAE-B1"}, 1, 12)
 	c3.ReqID = "req-2"

@@ -17,6 +17,10 @@ const (
 	// it, a push is ignored because the key has expired. The TTL covers clock differences between
 	// the nodes that propose commands.
 	DefaultTombstoneTTL = 10 * time.Minute
+	// DefaultRequestTTL is how long a request ID is remembered: longer than any retry of one
+	// request through the replicated log (propose and forward timeouts are seconds), short
+	// enough that the sealed copies of delivered keys kept for those retries go soon.
+	DefaultRequestTTL = 2 * time.Minute
 	// DefaultExpireLimit bounds one ExpireCmd whose Limit is not positive.
 	DefaultExpireLimit = 1024
 )
@@ -62,6 +66,7 @@ type Config struct {
 	Registry     *Registry     // which KME serves which SAE
 	KeyTTL       time.Duration // expiry of issued keys when IssueCmd.Expires is zero; 0 = DefaultKeyTTL
 	TombstoneTTL time.Duration // 0 = DefaultTombstoneTTL
+	RequestTTL   time.Duration // 0 = DefaultRequestTTL
 	// AuditKey fingerprints delivered keys in the audit trail (audit_fingerprint.go); nil
 	// leaves fingerprints out. It is configuration, so Apply stays deterministic.
 	AuditKey *AuditKey
@@ -75,7 +80,7 @@ func (c Config) Validate() error {
 	if c.Registry == nil {
 		return errors.New("kms: config: no SAE registry")
 	}
-	if c.KeyTTL < 0 || c.TombstoneTTL < 0 {
+	if c.KeyTTL < 0 || c.TombstoneTTL < 0 || c.RequestTTL < 0 {
 		return errors.New("kms: config: negative TTL")
 	}
 	return c.Limits.withDefaults().Validate()
@@ -92,6 +97,9 @@ func NewMachine(cfg Config) *Machine {
 	cfg.Limits = cfg.Limits.withDefaults()
 	if cfg.KeyTTL == 0 {
 		cfg.KeyTTL = DefaultKeyTTL
+	}
+	if cfg.RequestTTL == 0 {
+		cfg.RequestTTL = DefaultRequestTTL
 	}
 	if cfg.TombstoneTTL == 0 {
 		cfg.TombstoneTTL = DefaultTombstoneTTL
@@ -142,8 +150,8 @@ func (c *Command) kind() string {
 // c. Every command is all-or-nothing: it is checked completely against the state before the
 // first write, so a rejected command (Result.Err unwrapping to a sentinel other than
 // ErrStorage) leaves tx untouched and consumes no key (DESIGN.md invariant 4). A command whose
-// ReqID was applied before returns ErrAlreadyApplied and changes nothing; the marker recorded
-// for a ReqID is the command's kind, never key bytes.
+// ReqID was applied before changes nothing and gets the first answer (see replay); the record
+// kept for a ReqID holds the keys it delivered, sealed by the store, until RequestTTL.
 func (m *Machine) Apply(tx Tx, c *Command) *Result {
 	if c == nil {
 		return &Result{Err: reject(ErrBadRequest, "empty command")}
@@ -158,7 +166,7 @@ func (m *Machine) Apply(tx Tx, c *Command) *Result {
 			return &Result{Err: storageErr("read request marker", err)}
 		}
 		if rec != nil {
-			return &Result{Err: fmt.Errorf("kms: %s request %q: %w", kind, c.ReqID, ErrAlreadyApplied)}
+			return m.replay(tx, c, kind, rec)
 		}
 	}
 	var res *Result
@@ -187,13 +195,48 @@ func (m *Machine) Apply(tx Tx, c *Command) *Result {
 		res = m.applyZeroize(tx, c)
 	}
 	if res.Err == nil && c.ReqID != "" {
-		if err := tx.PutRequest(c.ReqID, []byte(kind)); err != nil {
+		rec := &RequestRecord{Kind: kind, At: c.Time}
+		for _, k := range res.Keys {
+			prov := ProvenanceQKD
+			if k.Res != nil {
+				prov = k.Res.Provenance
+			}
+			rec.Keys = append(rec.Keys, RecordedKey{ID: k.ID, Bytes: k.Bytes, Provenance: prov})
+		}
+		if err := tx.PutRequest(c.ReqID, rec); err != nil {
 			res = &Result{Err: storageErr("record request marker", err)}
 		}
 	}
 	if res.Err != nil && errors.Is(res.Err, ErrStorage) {
 		// Keys read before a failed write must not be handed out: the transaction is aborted.
 		res.Keys = nil
+	}
+	return res
+}
+
+// replay answers a request ID applied before: the keys the first application delivered (and,
+// for Issue, the reservations to push again), so a retry after an unknown outcome neither
+// applies twice nor loses what the first application handed out. Commands that deliver no
+// keys answer ErrAlreadyApplied, which their callers treat as success.
+func (m *Machine) replay(tx Tx, c *Command, kind string, rec *RequestRecord) *Result {
+	if rec.Kind != kind {
+		return fail(reject(ErrBadRequest, "request %q was a %s, not a %s", c.ReqID, rec.Kind, kind))
+	}
+	if len(rec.Keys) == 0 {
+		return &Result{Err: fmt.Errorf("kms: %s request %q: %w", kind, c.ReqID, ErrAlreadyApplied)}
+	}
+	res := &Result{}
+	for _, k := range rec.Keys {
+		r, err := tx.Reservation(k.ID)
+		if err != nil {
+			return fail(storageErr("read reservation", err))
+		}
+		if r == nil {
+			r = &Reservation{KeyID: k.ID, Provenance: k.Provenance}
+		} else if kind == "issue" && r.State == KeyIssued && !r.Pushed {
+			res.Reservations = append(res.Reservations, *r)
+		}
+		res.Keys = append(res.Keys, Key{ID: k.ID, Bytes: k.Bytes, Res: r})
 	}
 	return res
 }

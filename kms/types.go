@@ -104,9 +104,13 @@ type Tx interface {
 	// ExpiredBefore lists up to limit key IDs of reservations (any state, tombstones included)
 	// with Expires <= t, earliest first.
 	ExpiredBefore(t time.Time, limit int) ([]string, error)
-	// Request returns the recorded result of an already applied request ID.
-	Request(reqID string) ([]byte, error)
-	PutRequest(reqID string, result []byte) error
+	// Request returns the record of an already applied request ID, or nil.
+	Request(reqID string) (*RequestRecord, error)
+	// PutRequest records an applied request ID. The keys it delivered are sealed at rest.
+	PutRequest(reqID string, rec *RequestRecord) error
+	// ExpireRequests deletes up to limit request records applied before t and returns how
+	// many it deleted.
+	ExpireRequests(before time.Time, limit int) (int, error)
 
 	// Blocks calls fn for each block of peer's pool in Seq order until fn returns false.
 	Blocks(peer string, fn func(*Block) bool) error
@@ -123,6 +127,24 @@ type Tx interface {
 	EraseMaterial(peer, blockID string, off, n int) error
 	// DropMaterial destroys all of a block's material and its data key.
 	DropMaterial(peer, blockID string) error
+}
+
+// RequestRecord is what a site keeps of an applied request ID for the deduplication window
+// (Config.RequestTTL): a retry after an unknown outcome (a lost answer, a leader change) gets
+// the first application's answer instead of a second application or a refusal. For Issue and
+// Fetch that answer holds the delivered keys, which the store keeps sealed and erases with the
+// record, so the same SAE asking again through the same request gets the same keys.
+type RequestRecord struct {
+	Kind string        `json:"kind"`
+	At   time.Time     `json:"at"` // command time of the first application
+	Keys []RecordedKey `json:"keys,omitempty"`
+}
+
+// RecordedKey is one key a recorded request delivered.
+type RecordedKey struct {
+	ID         string     `json:"id"`
+	Bytes      []byte     `json:"bytes"`
+	Provenance Provenance `json:"provenance"`
 }
 
 // Sentinel errors callers branch on. Messages are written for the SAE that will read them.

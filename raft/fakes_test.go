@@ -137,20 +137,26 @@ func (t *memTx) PutPool(p *kms.Pool) error {
 	return nil
 }
 
-func (t *memTx) Request(id string) ([]byte, error) {
-	if b, ok := t.reqs[id]; ok {
-		return b, nil
+func (t *memTx) Request(id string) (*kms.RequestRecord, error) {
+	b, ok := t.reqs[id]
+	if !ok {
+		b = t.s.reqs[id]
 	}
-	return t.s.reqs[id], nil
+	if b == nil {
+		return nil, nil
+	}
+	return &kms.RequestRecord{Kind: "ingest", Keys: []kms.RecordedKey{{ID: id, Bytes: b}}}, nil
 }
 
-func (t *memTx) PutRequest(id string, b []byte) error {
+func (t *memTx) PutRequest(id string, rec *kms.RequestRecord) error {
 	if t.ro {
 		return fmt.Errorf("memstore: read-only")
 	}
-	t.reqs[id] = bytes.Clone(b)
+	t.reqs[id] = bytes.Clone(rec.Keys[0].Bytes)
 	return nil
 }
+
+func (t *memTx) ExpireRequests(before time.Time, limit int) (int, error) { return 0, nil }
 
 func (t *memTx) Block(peer, id string) (*kms.Block, error)                     { return nil, nil }
 func (t *memTx) PutBlock(b *kms.Block) error                                   { return nil }
@@ -171,8 +177,8 @@ type countApplier struct{ calls atomic.Int64 }
 func (a *countApplier) Apply(tx kms.Tx, c *kms.Command) *kms.Result {
 	a.calls.Add(1)
 	if c.ReqID != "" {
-		if b, _ := tx.Request(c.ReqID); b != nil {
-			return &kms.Result{Keys: []kms.Key{{ID: c.ReqID, Bytes: b}}}
+		if rec, _ := tx.Request(c.ReqID); rec != nil {
+			return &kms.Result{Keys: []kms.Key{{ID: c.ReqID, Bytes: rec.Keys[0].Bytes}}}
 		}
 	}
 	if c.Ingest == nil || c.Ingest.Bytes < 0 {
@@ -188,7 +194,7 @@ func (a *countApplier) Apply(tx kms.Tx, c *kms.Command) *kms.Result {
 	}
 	total := []byte(fmt.Sprint(p.Available))
 	if c.ReqID != "" {
-		_ = tx.PutRequest(c.ReqID, total)
+		_ = tx.PutRequest(c.ReqID, &kms.RequestRecord{Kind: "ingest", Keys: []kms.RecordedKey{{ID: c.ReqID, Bytes: total}}})
 	}
 	return &kms.Result{Keys: []kms.Key{{ID: c.ReqID, Bytes: total}}}
 }

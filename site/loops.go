@@ -19,6 +19,8 @@ const (
 	expireBatch    = 4096
 	rebalanceEvery = 2 * time.Second
 	repushEvery    = 3 * time.Second
+	// requestSweepEvery bounds how long an expired request record outlives kms RequestTTL.
+	requestSweepEvery = 15 * time.Second
 	// rebalanceLow: a site owning less free key than this (bytes), and under a quarter of what
 	// the peer owns, asks the peer for blocks.
 	rebalanceLow = 1 << 20
@@ -198,9 +200,12 @@ func (n *Node) expire() {
 		due, err = tx.ExpiredBefore(now, 1)
 		return err
 	})
-	if len(due) == 0 {
+	// Request records (kept for retries, with sealed copies of the keys they delivered) expire
+	// too; sweep for them now and then even when no reservation is due.
+	if len(due) == 0 && time.Since(n.lastSweep) < requestSweepEvery {
 		return
 	}
+	n.lastSweep = time.Now()
 	res, err := n.propose(n.ctx, &kms.Command{Time: now, Expire: &kms.ExpireCmd{Limit: expireBatch}})
 	if err != nil {
 		n.log.Warn("expire keys", "err", err)

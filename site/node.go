@@ -57,6 +57,7 @@ type Node struct {
 	upstreams []*upstream
 
 	rebalanceReq map[string]string // per peer: the RequestBlocks ID awaiting an answer (leader loop only)
+	lastSweep    time.Time         // last Expire proposed (leader loop only)
 
 	audit *auditState // audit key, signing key and checkpoint progress (audit.go)
 

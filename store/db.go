@@ -43,14 +43,15 @@ var (
 	bucketBlockSeq = []byte("blockseq") // lp(peer) | seq | id -> empty
 	bucketResv     = []byte("resv")     // key ID -> reservation record
 	bucketExpiry   = []byte("expiry")   // expiryKey(nanos, key ID) -> empty
-	bucketRequests = []byte("requests") // request ID -> result
+	bucketRequests = []byte("requests") // request ID -> request record (keys sealed)
+	bucketReqTime  = []byte("reqtime")  // expiryNanos(at) | request ID -> empty
 	bucketMaterial = []byte("material") // blockKey(peer, id) -> bucket of header + segments
 
 	keyApplied = []byte("applied")
 	keyCheck   = []byte("check")
 
 	allBuckets = [][]byte{bucketMeta, bucketPools, bucketBlocks, bucketBlockSeq, bucketResv, bucketExpiry,
-		bucketRequests, bucketMaterial}
+		bucketRequests, bucketReqTime, bucketMaterial}
 )
 
 // lockTimeout bounds the wait for bbolt's file lock, so a second process opening the same file

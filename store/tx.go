@@ -336,30 +336,3 @@ func (t *tx) Reservations(fn func(*kms.Reservation) bool) error {
 		return fn(r), nil
 	})
 }
-
-// --- request results ---
-//
-// bucketRequests: request ID -> version | result (the version byte keeps an empty result
-// distinguishable from an absent one).
-
-func (t *tx) Request(reqID string) ([]byte, error) {
-	raw := t.bucket(bucketRequests).Get([]byte(reqID))
-	if raw == nil {
-		return nil, nil
-	}
-	if raw[0] != recordVersion {
-		return nil, fmt.Errorf("store: request %q: record format: %w", reqID, ErrTampered)
-	}
-	return append(make([]byte, 0, len(raw)-1), raw[1:]...), nil
-}
-
-func (t *tx) PutRequest(reqID string, result []byte) error {
-	if err := t.checkWritable("put request"); err != nil {
-		return err
-	}
-	v := append(append(make([]byte, 0, 1+len(result)), recordVersion), result...)
-	if err := t.bucket(bucketRequests).Put([]byte(reqID), v); err != nil {
-		return fmt.Errorf("store: put request %q: %w", reqID, err)
-	}
-	return nil
-}

@@ -29,7 +29,8 @@ func TestRecordsRoundTrip(t *testing.T) {
 	resv := reservation("k1", t0.Add(time.Minute), kms.KeyIssued)
 	mustUpdate(t, db, 1, func(tx kms.Tx) error {
 		return errors.Join(tx.PutPool(pool), tx.PutBlock(block), tx.PutReservation(resv),
-			tx.PutRequest("r1", []byte("result")), tx.PutRequest("r-empty", nil))
+			tx.PutRequest("r1", &kms.RequestRecord{Kind: "issue", At: t0, Keys: []kms.RecordedKey{{ID: "k1", Bytes: []byte{9, 8, 7}, Provenance: kms.ProvenanceQKD}}}),
+			tx.PutRequest("r-empty", &kms.RequestRecord{Kind: "verify", At: t0}))
 	})
 	mustView(t, db, func(tx kms.Tx) error {
 		p, err := tx.Pool("KME-B")
@@ -52,11 +53,12 @@ func TestRecordsRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(r, resv) {
 			t.Errorf("reservation = %+v, want %+v", r, resv)
 		}
-		if got, err := tx.Request("r1"); err != nil || string(got) != "result" {
-			t.Errorf("request r1 = %q, %v", got, err)
+		if got, err := tx.Request("r1"); err != nil || got.Kind != "issue" || !got.At.Equal(t0) || len(got.Keys) != 1 ||
+			got.Keys[0].ID != "k1" || string(got.Keys[0].Bytes) != "\x09\x08\x07" {
+			t.Errorf("request r1 = %+v, %v", got, err)
 		}
-		if got, err := tx.Request("r-empty"); err != nil || got == nil || len(got) != 0 {
-			t.Errorf("empty request result = %v, %v; want non-nil empty", got, err)
+		if got, err := tx.Request("r-empty"); err != nil || got == nil || got.Kind != "verify" || len(got.Keys) != 0 {
+			t.Errorf("request without keys = %+v, %v", got, err)
 		}
 		// Absent records are (nil, nil).
 		p, err = tx.Pool("nobody")
@@ -86,7 +88,8 @@ func TestViewIsReadOnly(t *testing.T) {
 		"PutBlock":          func(tx kms.Tx) error { return tx.PutBlock(&kms.Block{Peer: "p", ID: "b"}) },
 		"PutReservation":    func(tx kms.Tx) error { return tx.PutReservation(reservation("k", t0, kms.KeyIssued)) },
 		"DeleteReservation": func(tx kms.Tx) error { return tx.DeleteReservation("k") },
-		"PutRequest":        func(tx kms.Tx) error { return tx.PutRequest("r", nil) },
+		"PutRequest":        func(tx kms.Tx) error { return tx.PutRequest("r", &kms.RequestRecord{Kind: "issue"}) },
+		"ExpireRequests":    func(tx kms.Tx) error { _, err := tx.ExpireRequests(t0, 1); return err },
 		"PutMaterial":       func(tx kms.Tx) error { return tx.PutMaterial("p", "b", []byte{1}) },
 		"EraseMaterial":     func(tx kms.Tx) error { return tx.EraseMaterial("p", "b", 0, 1) },
 		"DropMaterial":      func(tx kms.Tx) error { return tx.DropMaterial("p", "b") },

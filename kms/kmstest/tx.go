@@ -32,7 +32,7 @@ type Tx struct {
 	pools    map[string]*kms.Pool
 	blocks   map[string]*kms.Block
 	res      map[string]*kms.Reservation
-	requests map[string][]byte
+	requests map[string]*kms.RequestRecord
 	mat      map[string]*material
 	dropped  map[string]bool
 	audit    []*kms.AuditEntry
@@ -51,7 +51,7 @@ func New() *Tx {
 		pools:    map[string]*kms.Pool{},
 		blocks:   map[string]*kms.Block{},
 		res:      map[string]*kms.Reservation{},
-		requests: map[string][]byte{},
+		requests: map[string]*kms.RequestRecord{},
 		mat:      map[string]*material{},
 		dropped:  map[string]bool{},
 	}
@@ -166,19 +166,51 @@ func (t *Tx) ExpiredBefore(at time.Time, limit int) ([]string, error) {
 	return out, nil
 }
 
-func (t *Tx) Request(reqID string) ([]byte, error) {
+func (t *Tx) Request(reqID string) (*kms.RequestRecord, error) {
 	if v, ok := t.requests[reqID]; ok {
-		return bytes.Clone(v), nil
+		return cloneRequest(v), nil
 	}
 	return nil, nil
 }
 
-func (t *Tx) PutRequest(reqID string, result []byte) error {
+func (t *Tx) PutRequest(reqID string, rec *kms.RequestRecord) error {
 	if err := t.write(); err != nil {
 		return err
 	}
-	t.requests[reqID] = bytes.Clone(result)
+	t.requests[reqID] = cloneRequest(rec)
 	return nil
+}
+
+func (t *Tx) ExpireRequests(before time.Time, limit int) (int, error) {
+	if err := t.write(); err != nil {
+		return 0, err
+	}
+	var due []string
+	for id, r := range t.requests {
+		if r.At.Before(before) {
+			due = append(due, id)
+		}
+	}
+	slices.Sort(due)
+	n := 0
+	for _, id := range due {
+		if n == limit {
+			break
+		}
+		delete(t.requests, id)
+		n++
+	}
+	return n, nil
+}
+
+func cloneRequest(r *kms.RequestRecord) *kms.RequestRecord {
+	c := *r
+	c.Keys = nil
+	for _, k := range r.Keys {
+		k.Bytes = bytes.Clone(k.Bytes)
+		c.Keys = append(c.Keys, k)
+	}
+	return &c
 }
 
 func (t *Tx) PutMaterial(peer, blockID string, sealed []byte) error {
@@ -345,7 +377,7 @@ func (t *Tx) Dump() string {
 			y(k)
 		}
 	}) {
-		fmt.Fprintf(&sb, "req %q %q\n", k, t.requests[k])
+		fmt.Fprintf(&sb, "req %q %+v\n", k, *t.requests[k])
 	}
 	for _, k := range keys(len(t.mat), func(y func(string)) {
 		for k := range t.mat {
