@@ -122,18 +122,29 @@ func newStreamLayer(ln net.Listener, advertise string, tc *tls.Config, verifyPee
 	if advertise == "" {
 		advertise = ln.Addr().String()
 	}
-	adv, err := net.ResolveTCPAddr("tcp", advertise)
-	if err != nil {
-		return nil, fmt.Errorf("raft: advertise address %q: %w", advertise, err)
+	// The address is kept as given, host name included: raft records it in the cluster
+	// configuration, other nodes dial it and check the certificate against its host name, and a
+	// name survives an address change (a container restarted elsewhere) where a resolved IP
+	// would not.
+	host, port, err := net.SplitHostPort(advertise)
+	if err != nil || host == "" || port == "" || port == "0" {
+		return nil, fmt.Errorf("raft: advertise address %q: want host:port with a fixed port", advertise)
 	}
-	if adv.IP == nil || adv.IP.IsUnspecified() {
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		return nil, fmt.Errorf("raft: advertise address %q is not routable; set Advertise", advertise)
 	}
+	adv := advertiseAddr(advertise)
 	return &streamLayer{
 		ln: ln, advertise: adv, server: server, client: client, timeout: timeout, log: log,
 		raftConns: make(chan net.Conn), closed: make(chan struct{}),
 	}, nil
 }
+
+// advertiseAddr is the address other nodes dial, exactly as configured.
+type advertiseAddr string
+
+func (a advertiseAddr) Network() string { return "tcp" }
+func (a advertiseAddr) String() string  { return string(a) }
 
 // serve accepts connections until Close, handing each to raft or to the forwarding server.
 func (s *streamLayer) serve() {
