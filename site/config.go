@@ -39,6 +39,10 @@ type Config struct {
 	// acknowledged key. "os" multiplies throughput on disks with slow fsync.
 	Durability string `yaml:"durability"`
 
+	// RequestTimeout bounds how long an SAE request waits for the site's replicated log (for
+	// instance while a new leader is elected) before it is answered 503. Default 5s.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+
 	// KeyTTL is how long an issued key waits for its slaves before it expires and is erased.
 	KeyTTL time.Duration `yaml:"key_ttl"`
 
@@ -79,6 +83,11 @@ type RaftConfig struct {
 	// Join lists admin addresses of existing nodes of the site; a node that is not yet a member
 	// asks them, in turn, to add it (retrying until one does).
 	Join []string `yaml:"join"`
+	// SnapshotThreshold is how many log entries since the last snapshot trigger a new one, and
+	// TrailingLogs how many entries a snapshot leaves in the log for slow followers; a follower
+	// further behind installs the snapshot. 0 keeps the raft defaults (8192 and 10240).
+	SnapshotThreshold uint64 `yaml:"snapshot_threshold"`
+	TrailingLogs      uint64 `yaml:"trailing_logs"`
 }
 
 // PeerConfig names another site and the peer-channel addresses of its nodes (any will do).
@@ -138,6 +147,9 @@ func (c *Config) fill() error {
 	case "fsync", "os":
 	default:
 		return fmt.Errorf("site: config: durability %q: want fsync or os", c.Durability)
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 5 * time.Second
 	}
 	if c.KeyTTL <= 0 {
 		c.KeyTTL = 10 * time.Minute

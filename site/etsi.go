@@ -53,6 +53,8 @@ func (s etsiService) GetKeyWithIDs(ctx context.Context, slave, master string, ke
 
 // status is Get status for master and slave, read linearizably.
 func (n *Node) status(ctx context.Context, master, slave string) (kms.StatusInfo, error) {
+	ctx, cancel := n.requestContext(ctx)
+	defer cancel()
 	var st kms.StatusInfo
 	err := n.rn.Read(ctx, func(tx kms.Tx) error {
 		var err error
@@ -75,6 +77,8 @@ type issueRequest struct {
 // issue is Get key at the master's site: validate, propose Issue, queue the push of the
 // reservations to the peer site, and return the keys for the master.
 func (n *Node) issue(ctx context.Context, master, slave string, req issueRequest) ([]kms.Key, error) {
+	ctx, cancel := n.requestContext(ctx)
+	defer cancel()
 	number, size := req.number, req.size
 	if number == 0 {
 		number = 1
@@ -118,6 +122,8 @@ func (n *Node) issue(ctx context.Context, master, slave string, req issueRequest
 // fetch is Get key with key IDs at a slave's site: pull the reservations that have not
 // arrived yet, then propose Fetch.
 func (n *Node) fetch(ctx context.Context, slave, master string, keyIDs []string) ([]kms.Key, error) {
+	ctx, cancel := n.requestContext(ctx)
+	defer cancel()
 	if err := n.ensureReservations(ctx, master, keyIDs); err != nil {
 		return nil, err
 	}
@@ -179,6 +185,12 @@ func (n *Node) ensureReservations(ctx context.Context, master string, keyIDs []s
 		return err
 	}
 	return nil
+}
+
+// requestContext bounds an SAE request: a site without a leader (an election, a partition)
+// answers 503 after Config.RequestTimeout instead of holding the SAE.
+func (n *Node) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, n.cfg.RequestTimeout)
 }
 
 func deliver(keys []kms.Key) []etsi014.DeliveredKey {

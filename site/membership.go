@@ -19,6 +19,9 @@ func (n *Node) joinSite() {
 			return
 		}
 		for _, addr := range n.cfg.Raft.Join {
+			if addr == n.cfg.Listen.Admin || addr == n.AdminAddr() {
+				continue // asking itself cannot help
+			}
 			if err := n.askToJoin(addr); err != nil {
 				n.log.Warn("join the site", "via", addr, "err", err)
 				continue
@@ -54,7 +57,8 @@ func (n *Node) askToJoin(addr string) error {
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(n.ctx, 15*time.Second)
+	// Short: a node that is not a member yet, or has no leader, should not hold up the next.
+	ctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)
 	defer cancel()
 	_, err = keyspb.NewAdminClient(conn).JoinNode(ctx, &keyspb.JoinNodeRequest{NodeId: n.cfg.NodeID, RaftAddress: n.cfg.Raft.Advertise})
 	return err

@@ -133,6 +133,7 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		ID: cfg.NodeID, Dir: filepath.Join(cfg.DataDir, "raft"),
 		Bind: cfg.Listen.Raft, Advertise: cfg.Raft.Advertise,
 		TLS: raftTLS, Bootstrap: cfg.Raft.Bootstrap, NoFsync: cfg.Durability == "os",
+		SnapshotThreshold: cfg.Raft.SnapshotThreshold, TrailingLogs: cfg.Raft.TrailingLogs,
 		Applier: machine, Store: db, Logger: logger,
 	})
 	if err != nil {

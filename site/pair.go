@@ -153,9 +153,9 @@ func (p *Pair) startSite(cfg PairConfig, i int, k string, nodes int, registry ma
 			Raft: RaftConfig{Bootstrap: j == 0},
 			SAEs: registry, Limits: cfg.Limits, KeyTTL: cfg.KeyTTL, Durability: cfg.Durability,
 		}
-		if j == 0 {
-			c.Upstream = cfg.Upstream[i]
-		} else {
+		// Every node has the upstream devices: whichever is leader pulls from them.
+		c.Upstream = cfg.Upstream[i]
+		if j > 0 {
 			c.Raft.Join = []string{p.Nodes[i][0].AdminAddr()}
 		}
 		n, err := Open(c, cfg.Logger)
