@@ -25,7 +25,7 @@ func main() {
 		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})))
 		return nil
 	}
-	root.AddCommand(newServeCmd(), newDemoCmd(), newCertsCmd(), newBenchCmd())
+	root.AddCommand(newServeCmd(), newDemoCmd(), newCertsCmd(), newBenchCmd(), newDeployConfigCmd())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}
