@@ -222,6 +222,11 @@ func (s *forwardServer) close() {
 
 func (s *forwardServer) handle(req *wireRequest) *wireResponse {
 	n := s.n
+	select {
+	case <-n.ready:
+	default: // still starting: the caller retries elsewhere or later
+		return &wireResponse{Err: toWireError(ErrNoLeader)}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ForwardTimeout)
 	defer cancel()
 	switch req.Op {

@@ -158,6 +158,9 @@ type Node struct {
 	transport *hraft.NetworkTransport
 	fwd       *forwardClient
 	fwdSrv    *forwardServer
+	// ready is closed once n.raft is set: the internal listener serves (raft needs its
+	// transport) before the raft instance exists, and forwarded requests must wait for it.
+	ready chan struct{}
 
 	proposals chan *proposal
 	stop      chan struct{}
@@ -231,6 +234,7 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return fail(err)
 	}
+	n.ready = make(chan struct{})
 	n.fwdSrv = &forwardServer{n: n, conns: map[net.Conn]struct{}{}}
 	n.sl.forward = n.fwdSrv.serve
 	n.fwd = &forwardClient{sl: n.sl, timeout: cfg.ForwardTimeout, idle: map[string][]net.Conn{}}
@@ -246,6 +250,7 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("raft: start: %w", err))
 	}
+	close(n.ready)
 	if cfg.Bootstrap && !hasState {
 		f := n.raft.BootstrapCluster(hraft.Configuration{Servers: []hraft.Server{{
 			Suffrage: hraft.Voter, ID: hraft.ServerID(cfg.ID), Address: n.transport.LocalAddr(),
