@@ -213,8 +213,6 @@ func startNetwork(t testing.TB) *network {
 		for _, o := range nw.nodes[1-i] {
 			peerAddrs = append(peerAddrs, o.peerProxy.Addr())
 		}
-		// Joiners ask node 1 only: site.joinSite spends up to 15 s on each address that is not
-		// (yet) a member with a leader, including the joiner's own (see the report).
 		joins := []string{la[i][0].admin}
 		for j, n := range nw.nodes[i] {
 			a := la[i][j]
@@ -223,9 +221,10 @@ func startNetwork(t testing.TB) *network {
 				MasterKeyFile: keyFile,
 				TLS:           site.TLSConfig{CA: layout.CACert, Cert: kme.Cert, Key: kme.Key},
 				Listen:        site.ListenConfig{ETSI014: a.etsi, Peer: a.peer, Raft: a.raft, Admin: a.admin},
-				Raft:          site.RaftConfig{Bootstrap: j == 0, Advertise: n.raftProxy.Addr()},
-				Peers:         []site.PeerConfig{{KMEID: kmes[1-i], Addrs: peerAddrs}},
-				SAEs:          registry,
+				Raft: site.RaftConfig{Bootstrap: j == 0, Advertise: n.raftProxy.Addr(),
+					SnapshotThreshold: trailingLogs, TrailingLogs: trailingLogs},
+				Peers: []site.PeerConfig{{KMEID: kmes[1-i], Addrs: peerAddrs}},
+				SAEs:  registry,
 				// Long enough that no acknowledged key expires during a run: every one must
 				// still be fetchable after healing.
 				KeyTTL: 2 * time.Hour,

@@ -31,10 +31,10 @@ const (
 
 var faultNames = [numFaults]string{"kill-leader", "partition-leader", "pause-node", "snapshot-install", "cut-peer-channel"}
 
-// trailingLogs is hashicorp/raft's default TrailingLogs, which site.Config cannot lower: after
-// a snapshot the leader keeps this many entries, so a follower must be further behind than
-// that to need the snapshot.
-const trailingLogs = 10240
+// trailingLogs is the sites' raft.trailing_logs, set low so that a short run can push a paused
+// follower past it: after a snapshot the leader keeps this many entries, so a follower further
+// behind than that must install the snapshot.
+const trailingLogs = 200
 
 func envInt(name string, def int64) int64 {
 	if v, err := strconv.ParseInt(os.Getenv(name), 10, 64); err == nil {
