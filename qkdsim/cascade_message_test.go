@@ -8,6 +8,7 @@ import (
 func FuzzCascadeHello(f *testing.F) {
 	specs, _ := cascadeSchedule(CascadeYan, 0.02, 100000)
 	f.Add(encodeCascadeHello(cascadeHello{n: 100000, specs: specs}))
+	f.Add(encodeCascadeHello(cascadeHello{n: 100000, frame: 32768, specs: specs}))
 	f.Add([]byte{cascadeOpHello, 1, 0, 0})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		h, err := decodeCascadeHello(body)
@@ -108,6 +109,11 @@ func TestCascadeAliceRejects(t *testing.T) {
 			{MsgCascade, encodeCascadeOpen(2)}}},
 		{"stray type", []Message{{MsgCascade, encodeCascadeHello(cascadeHello{n: 1000, specs: specs})},
 			{MsgVerify, nil}}},
+		{"frame not a multiple of 64", []Message{{MsgCascade, encodeCascadeHello(cascadeHello{n: 1000, frame: 500, specs: specs})}}},
+		{"frame longer than key", []Message{{MsgCascade, encodeCascadeHello(cascadeHello{n: 1000, frame: 1024, specs: specs})}}},
+		// One block per frame: the range is inside a block but for the frames.
+		{"range across frames", []Message{{MsgCascade, encodeCascadeHello(cascadeHello{n: 1000, frame: 256, specs: []passSpec{{passBlocks, 1000}}})},
+			{MsgCascade, encodeCascadeQueries([]cascadeQuery{{0, 250, 260}})}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
