@@ -99,7 +99,7 @@ type RunStats struct {
 	SecretKeyRatePerPulse float64 `json:"secret_key_rate_per_pulse"`
 	SecretKeyRateBps      float64 `json:"secret_key_rate_bps"`
 	AnalyticRatePerPulse  float64 `json:"analytic_rate_per_pulse"`
-	PLOBPerPulse          float64 `json:"plob_per_pulse"`
+	PLOBPerPulse          Bound   `json:"plob_per_pulse"` // +Inf at 0 km (a lossless channel): JSON null
 	Aborted               bool    `json:"aborted"`
 	AbortReason           string  `json:"abort_reason"`
 	ElapsedSeconds        float64 `json:"elapsed_s"`
@@ -428,7 +428,7 @@ func (l *Link) runBlock(ctx context.Context, pulses int64) ([]byte, RunStats, er
 	l.seq++
 	start := time.Now()
 	st := RunStats{Preset: p.Preset, DistanceKM: l.cfg.Distance, Pulses: pulses, Blocks: 1,
-		AnalyticRatePerPulse: AnalyticRate(p, l.cfg.Distance), PLOBPerPulse: PLOB(p, l.cfg.Distance)}
+		AnalyticRatePerPulse: AnalyticRate(p, l.cfg.Distance), PLOBPerPulse: Bound(PLOB(p, l.cfg.Distance))}
 	if err := l.open(); err != nil {
 		return nil, st, err
 	}
@@ -594,7 +594,7 @@ func RunPulses(ctx context.Context, cfg LinkConfig, total int64, progress func(d
 	defer l.Close()
 	p := l.cfg.Params
 	sum := RunStats{Preset: p.Preset, DistanceKM: cfg.Distance,
-		AnalyticRatePerPulse: AnalyticRate(p, cfg.Distance), PLOBPerPulse: PLOB(p, cfg.Distance)}
+		AnalyticRatePerPulse: AnalyticRate(p, cfg.Distance), PLOBPerPulse: Bound(PLOB(p, cfg.Distance))}
 	start := time.Now()
 	var wQ, wPhi, wSample, wKey, errBits float64
 	for done := int64(0); done < total; {
@@ -677,7 +677,7 @@ func SimulateAsymptotic(p Params, km float64, eve Eve, pulses int64, seed uint64
 	sent, det := sampleCounts(p, m, pulses, rng)
 	st := RunStats{Preset: p.Preset, DistanceKM: km, Pulses: pulses, Blocks: 1, Y1True: m.Y1, E1True: m.E1,
 		Y1Lower: m.Y1, E1Upper: m.E1, PhaseErrorBound: m.E1, EfficiencyF: p.F,
-		AnalyticRatePerPulse: AnalyticRate(p, km), PLOBPerPulse: PLOB(p, km)}
+		AnalyticRatePerPulse: AnalyticRate(p, km), PLOBPerPulse: Bound(PLOB(p, km))}
 	var sifted, errs [3]int64
 	for k := range det {
 		sifted[k] = binomial(rng, det[k], p.SiftFraction())

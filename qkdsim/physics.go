@@ -1,6 +1,7 @@
 package qkdsim
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -164,6 +165,18 @@ func PLOB(p Params, km float64) float64 {
 		return math.Inf(1)
 	}
 	return -math.Log2(1 - t)
+}
+
+// Bound is a rate bound that may be unbounded (+Inf); JSON has no infinity, so it encodes
+// as null there.
+type Bound float64
+
+// MarshalJSON writes the bound, or null when it is infinite.
+func (b Bound) MarshalJSON() ([]byte, error) {
+	if math.IsInf(float64(b), 0) || math.IsNaN(float64(b)) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(b))
 }
 
 // MaxDistance is the distance at which AnalyticRate reaches zero, found by bisection.
