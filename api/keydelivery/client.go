@@ -22,7 +22,9 @@ type Client struct {
 // Dial returns a client of the KeyDelivery service at addr ("host:port"), authenticating
 // with tlsCfg (pki.ClientConfig with the SAE's certificate). It connects lazily.
 func Dial(addr string, tlsCfg *tls.Config) (*Client, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg.Clone())))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg.Clone())),
+		// Fixed windows turn off BDP estimation pings, which small key messages do not need.
+		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(1<<20))
 	if err != nil {
 		return nil, fmt.Errorf("keydelivery: dial %s: %w", addr, err)
 	}
