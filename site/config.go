@@ -46,6 +46,11 @@ type Config struct {
 	// KeyTTL is how long an issued key waits for its slaves before it expires and is erased.
 	KeyTTL time.Duration `yaml:"key_ttl"`
 
+	// RateLimit bounds, per SAE ID, the keys each SAE may take per second through Get key and
+	// (separately) Get key with key IDs at this node; the entry "*" applies to SAEs not listed.
+	// No entry, or keys_per_second 0, is unlimited (the default). See ratelimit.go.
+	RateLimit map[string]RateLimit `yaml:"rate_limit"`
+
 	// Audit configures the audit trail: audit key, signing key, checkpoint spacing.
 	Audit AuditConfig `yaml:"audit"`
 
@@ -156,6 +161,11 @@ func (c *Config) fill() error {
 	}
 	if c.Raft.Advertise == "" {
 		c.Raft.Advertise = c.Listen.Raft
+	}
+	for sae, l := range c.RateLimit {
+		if err := l.validate(sae); err != nil {
+			return err
+		}
 	}
 	for i := range c.Upstream {
 		u := &c.Upstream[i]

@@ -1,6 +1,7 @@
 package site
 
 import (
+	"sync/atomic"
 	"context"
 	"errors"
 	"fmt"
@@ -76,7 +77,14 @@ type issueRequest struct {
 
 // issue is Get key at the master's site: validate, propose Issue, queue the push of the
 // reservations to the peer site, and return the keys for the master.
+var DbgIssueNanos, DbgIssueN atomic.Int64
+
 func (n *Node) issue(ctx context.Context, master, slave string, req issueRequest) ([]kms.Key, error) {
+	t0 := time.Now()
+	defer func() { DbgIssueNanos.Add(int64(time.Since(t0))); DbgIssueN.Add(1) }()
+	if err := n.rateLimit(master, opIssue, req.number); err != nil {
+		return nil, err
+	}
 	ctx, cancel := n.requestContext(ctx)
 	defer cancel()
 	number, size := req.number, req.size
@@ -122,6 +130,9 @@ func (n *Node) issue(ctx context.Context, master, slave string, req issueRequest
 // fetch is Get key with key IDs at a slave's site: pull the reservations that have not
 // arrived yet, then propose Fetch.
 func (n *Node) fetch(ctx context.Context, slave, master string, keyIDs []string) ([]kms.Key, error) {
+	if err := n.rateLimit(slave, opFetch, len(keyIDs)); err != nil {
+		return nil, err
+	}
 	ctx, cancel := n.requestContext(ctx)
 	defer cancel()
 	if err := n.ensureReservations(ctx, master, keyIDs); err != nil {

@@ -60,6 +60,7 @@ type Node struct {
 	lastSweep    time.Time         // last Expire proposed (leader loop only)
 
 	audit *auditState // audit key, signing key and checkpoint progress (audit.go)
+	rate  rateLimiter // per-SAE token buckets (ratelimit.go)
 
 	push        chan []kms.Reservation
 	pushBacklog atomic.Bool   // some reservation could not be pushed; rescan the store

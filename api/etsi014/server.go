@@ -297,6 +297,9 @@ func (h *handler) writeServiceError(w http.ResponseWriter, r *http.Request, err 
 		writeError(w, http.StatusUnauthorized, &Error{Message: err.Error()})
 	case errors.Is(err, kms.ErrNotEnoughKey), errors.Is(err, kms.ErrNotConfirmed):
 		writeError(w, http.StatusServiceUnavailable, &Error{Message: err.Error()})
+	case errors.Is(err, kms.ErrRateLimited):
+		// ETSI 014 knows no 429: "the KME cannot serve this now" is its 503.
+		writeError(w, http.StatusServiceUnavailable, &Error{Message: kms.Message(err)})
 	case errors.Is(err, context.Canceled):
 		// The caller went away; nobody reads the answer.
 		writeError(w, http.StatusServiceUnavailable, &Error{Message: "request cancelled"})

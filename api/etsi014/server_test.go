@@ -295,6 +295,7 @@ func TestServiceErrors(t *testing.T) {
 	}{
 		{fmt.Errorf("site: %w", kms.ErrNotEnoughKey), 503, "site: kms: not enough key material"},
 		{kms.ErrNotConfirmed, 503, kms.ErrNotConfirmed.Error()},
+		{&kms.Error{Kind: kms.ErrRateLimited, Msg: "slow down"}, 503, "slow down"},
 		{fmt.Errorf("site: bolt: disk on fire"), 503, "internal error on the KME; retry later"},
 		{fmt.Errorf("x: %w", kms.ErrUnauthorized), 401, "x: kms: not authorized"},
 		{fmt.Errorf("x: %w", kms.ErrKeyNotFound), 400, MsgKeysNotFound},

@@ -14,8 +14,9 @@
 //     NOT_FOUND would promise a distinction the KME does not make.
 //   - 401 -> UNAUTHENTICATED when there is no valid SAE certificate, PERMISSION_DENIED when
 //     an SAE is authenticated but may not do what it asks.
-//   - 503 -> RESOURCE_EXHAUSTED when there is not enough key, UNAVAILABLE otherwise (the
-//     peer site cannot be reached, a reservation is not confirmed yet, replication trouble).
+//   - 503 -> RESOURCE_EXHAUSTED when there is not enough key or the SAE is over its rate
+//     limit (kms.ErrRateLimited), UNAVAILABLE otherwise (the peer site cannot be reached, a
+//     reservation is not confirmed yet, replication trouble).
 //
 // Streams. StreamKeys issues fresh keys at the master's site through the ordinary Get key
 // path, paced at the requested rate (the QoS of ETSI GS QKD 004 V2.1.1 clause 6.1.1:

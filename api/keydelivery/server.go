@@ -129,6 +129,8 @@ func (s *server) statusOf(err error) error {
 		return status.Error(codes.PermissionDenied, msg)
 	case errors.Is(err, kms.ErrNotEnoughKey):
 		return status.Error(codes.ResourceExhausted, msg+"; retry later or ask for fewer or smaller keys")
+	case errors.Is(err, kms.ErrRateLimited):
+		return status.Error(codes.ResourceExhausted, msg)
 	case errors.Is(err, kms.ErrNotConfirmed):
 		return status.Error(codes.Unavailable, msg)
 	case errors.Is(err, context.Canceled):

@@ -87,6 +87,10 @@ func TestUnaryErrors(t *testing.T) {
 			_, err := s.GetKey(ctx, &keyspb.GetKeyRequest{SlaveSaeId: "SAE-B1", Number: 11})
 			return err
 		}, codes.ResourceExhausted},
+		{"rate limited", sae, &kms.Error{Kind: kms.ErrRateLimited, Msg: "slow down"}, func(s *server, ctx context.Context) error {
+			_, err := s.GetKey(ctx, &keyspb.GetKeyRequest{SlaveSaeId: "SAE-B1"})
+			return err
+		}, codes.ResourceExhausted},
 		{"not confirmed", sae, fmt.Errorf("x: %w", kms.ErrNotConfirmed), func(s *server, ctx context.Context) error {
 			_, err := s.GetKeyWithIDs(ctx, &keyspb.GetKeyWithIDsRequest{MasterSaeId: "SAE-B1", KeyIds: []string{"k"}})
 			return err
