@@ -1,7 +1,6 @@
 package site
 
 import (
-	"sync/atomic"
 	"context"
 	"errors"
 	"fmt"
@@ -77,11 +76,7 @@ type issueRequest struct {
 
 // issue is Get key at the master's site: validate, propose Issue, queue the push of the
 // reservations to the peer site, and return the keys for the master.
-var DbgIssueNanos, DbgIssueN atomic.Int64
-
 func (n *Node) issue(ctx context.Context, master, slave string, req issueRequest) ([]kms.Key, error) {
-	t0 := time.Now()
-	defer func() { DbgIssueNanos.Add(int64(time.Since(t0))); DbgIssueN.Add(1) }()
 	if err := n.rateLimit(master, opIssue, req.number); err != nil {
 		return nil, err
 	}
