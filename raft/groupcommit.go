@@ -42,11 +42,8 @@ func (n *Node) Propose(ctx context.Context, c *kms.Command) (*kms.Result, error)
 	if c == nil {
 		return nil, fmt.Errorf("raft: propose nil command: %w", kms.ErrBadRequest)
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, n.cfg.ProposeTimeout)
-		defer cancel()
-	}
+	ctx, cancel := n.withDeadline(ctx)
+	defer cancel()
 	for {
 		changed := n.leaderChanged()
 		res, err := n.proposeOnce(ctx, c)
@@ -241,4 +238,12 @@ func (n *Node) applyEntry(data []byte) ([]*kms.Result, error) {
 	default:
 		return nil, fmt.Errorf("%w: raft: unexpected FSM response %T", ErrUnknownOutcome, r)
 	}
+}
+
+// withDeadline gives ctx the node's ProposeTimeout unless the caller set a deadline already.
+func (n *Node) withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, n.cfg.ProposeTimeout)
 }

@@ -52,11 +52,8 @@ func (n *Node) Remove(ctx context.Context, id string) error {
 }
 
 func (n *Node) membership(ctx context.Context, req *wireRequest, local func() error) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, n.cfg.ProposeTimeout)
-		defer cancel()
-	}
+	ctx, cancel := n.withDeadline(ctx)
+	defer cancel()
 	for {
 		changed := n.leaderChanged()
 		var err error

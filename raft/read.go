@@ -20,11 +20,8 @@ import (
 // fn may run more than once (a leader that lost leadership retries as a follower); only the
 // run of a nil-returning Read counts. fn's own error is returned as is.
 func (n *Node) Read(ctx context.Context, fn func(kms.Tx) error) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, n.cfg.ProposeTimeout)
-		defer cancel()
-	}
+	ctx, cancel := n.withDeadline(ctx)
+	defer cancel()
 	for {
 		changed := n.leaderChanged()
 		err := n.readOnce(ctx, fn)
