@@ -21,6 +21,8 @@ type Command struct {
 	Admin       *AdminCmd       `json:"admin,omitempty"`
 	Checkpoint  *CheckpointCmd  `json:"checkpoint,omitempty"`
 	Zeroize     *ZeroizeCmd     `json:"zeroize,omitempty"`
+	Epoch       *EpochCmd       `json:"epoch,omitempty"`
+	Link        *LinkCmd        `json:"link,omitempty"`
 }
 
 // IngestCmd adds a block of link key to the pool of Peer.

@@ -54,6 +54,10 @@ func (m *Machine) applyExpire(tx Tx, c *Command) *Result {
 	if err := finish(tx, bs, pools, poolOrder); err != nil {
 		return fail(err)
 	}
+	retired, err := m.retireAllEpochs(tx, c.Time)
+	if err != nil {
+		return fail(err)
+	}
 	// Request records past the deduplication window go too, and with them the sealed copies of
 	// the keys their requests delivered.
 	if _, err := tx.ExpireRequests(c.Time.Add(-m.cfg.RequestTTL), limit); err != nil {
@@ -64,5 +68,5 @@ func (m *Machine) applyExpire(tx Tx, c *Command) *Result {
 		e.Detail = "expired before every slave fetched it"
 		es = append(es, e)
 	}
-	return m.auditOrFail(tx, c, res, append(es, bs.shredEntries()...)...)
+	return m.auditOrFail(tx, c, res, append(append(es, bs.shredEntries()...), retired...)...)
 }

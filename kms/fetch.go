@@ -1,6 +1,10 @@
 package kms
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/qkms/qkms/pq"
+)
 
 // msgNotFound is the message ETSI GS QKD 014 prescribes for unknown key IDs (status 400).
 const msgNotFound = "one or more keys specified are not found on KME"
@@ -49,6 +53,8 @@ func (m *Machine) applyFetch(tx Tx, c *Command) *Result {
 	}
 	bs := newBlockSet(tx)
 	res := &Result{Keys: make([]Key, len(rs))}
+	eps := epochCache{tx: tx}
+	defer eps.destroy()
 	for i, r := range rs {
 		key := make([]byte, 0, r.Bits/8)
 		for _, rg := range r.Ranges {
@@ -57,6 +63,15 @@ func (m *Machine) applyFetch(tx Tx, c *Command) *Result {
 				return fail(storageErr("read material of key "+r.KeyID, errOr(err, "material")))
 			}
 			key = append(key, buf...)
+		}
+		if r.Provenance == ProvenanceHybrid || r.Provenance == ProvenancePQC {
+			ep, err := eps.get(r.Peer, r.Epoch)
+			if err != nil {
+				return fail(err)
+			}
+			if key, err = deriveKey(r, ep, key); err != nil {
+				return fail(err)
+			}
 		}
 		res.Keys[i] = Key{ID: r.KeyID, Bytes: key}
 	}
@@ -87,6 +102,7 @@ func (m *Machine) applyFetch(tx Tx, c *Command) *Result {
 	for _, e := range es {
 		e.SAE = f.Caller
 	}
+	es = append(es, fallbackEntries(rs, "pqc key fetched: the issuing site's policy allowed the post-quantum fallback")...)
 	var done []*Reservation
 	for _, r := range rs {
 		if r.State == KeyFetched {
@@ -129,8 +145,54 @@ func (m *Machine) release(tx Tx, bs *blockSet, pools map[string]*Pool, order *[]
 		pools[r.Peer] = p
 		*order = append(*order, r.Peer)
 	}
-	p.Reserved -= int64(r.Bits / 8)
+	if r.Provenance != ProvenancePQC {
+		p.Reserved -= int64(r.Bits / 8)
+	}
+	if r.Epoch != "" {
+		if e := p.epoch(r.Epoch); e != nil && e.Live > 0 {
+			e.Live--
+		}
+	}
 	return nil
+}
+
+// epochCache unseals each epoch a command needs once.
+type epochCache struct {
+	tx    Tx
+	pools map[string]*Pool
+	eps   map[string]*pq.Epoch
+}
+
+func (c *epochCache) get(peer, id string) (*pq.Epoch, error) {
+	if ep := c.eps[id]; ep != nil {
+		return ep, nil
+	}
+	if c.pools == nil {
+		c.pools, c.eps = map[string]*Pool{}, map[string]*pq.Epoch{}
+	}
+	p := c.pools[peer]
+	if p == nil {
+		var err error
+		if p, err = c.tx.Pool(peer); err != nil {
+			return nil, storageErr("read pool", err)
+		}
+		if p == nil {
+			return nil, storageErr("read epoch "+id, errMissing("pool "+peer))
+		}
+		c.pools[peer] = p
+	}
+	ep, err := loadEpoch(c.tx, p, id)
+	if err != nil {
+		return nil, err
+	}
+	c.eps[id] = ep
+	return ep, nil
+}
+
+func (c *epochCache) destroy() {
+	for _, ep := range c.eps {
+		ep.Destroy()
+	}
 }
 
 // finish writes the blocks and pools a command changed.

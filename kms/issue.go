@@ -3,6 +3,8 @@ package kms
 import (
 	"fmt"
 	"time"
+
+	"github.com/qkms/qkms/pq"
 )
 
 // applyIssue is ETSI 014 Get key at the master's site. It allocates the keys from blocks this
@@ -55,6 +57,26 @@ func (m *Machine) applyIssue(tx Tx, c *Command) *Result {
 	if err != nil {
 		return fail(storageErr("read pool", err))
 	}
+	if pool != nil && pool.Paused && prov != ProvenancePQC {
+		return fail(reject(ErrNotEnoughKey, "the QKD link to %s is paused by the operator", peer))
+	}
+	var ep *pq.Epoch
+	var epochID string
+	if prov != ProvenanceQKD {
+		cur := pool.CurrentEpoch()
+		if cur == nil {
+			return fail(reject(ErrNotEnoughKey, "no post-quantum epoch with %s yet; retry shortly", peer))
+		}
+		if ep, err = loadEpoch(tx, pool, cur.ID); err != nil {
+			return fail(err)
+		}
+		defer ep.Destroy()
+		epochID = cur.ID
+		cur.Keys += uint64(len(in.KeyIDs))
+	}
+	if prov == ProvenancePQC {
+		return m.issuePQC(tx, c, pool, ep, peer, expires)
+	}
 	bs := newBlockSet(tx)
 	keyBytes := in.Bits / 8
 	a, err := plan(bs, pool, self, len(in.KeyIDs), keyBytes)
@@ -95,6 +117,10 @@ func (m *Machine) applyIssue(tx Tx, c *Command) *Result {
 			Issued:     c.Time,
 			Expires:    expires,
 			State:      KeyIssued,
+			Epoch:      epochID,
+		}
+		if key, err = deriveKey(&res.Reservations[k], ep, key); err != nil {
+			return fail(err)
 		}
 		res.Keys[k] = Key{ID: in.KeyIDs[k], Bytes: key}
 	}
@@ -131,4 +157,42 @@ func (m *Machine) applyIssue(tx Tx, c *Command) *Result {
 		es = append(es, e)
 	}
 	return m.auditOrFail(tx, c, res, append(es, bs.shredEntries()...)...)
+}
+
+// issuePQC issues pqc keys: derived from the epoch alone (pq.PQCKey), they take no link key,
+// so the pool's blocks are untouched; only the epoch's key count moves.
+func (m *Machine) issuePQC(tx Tx, c *Command, pool *Pool, ep *pq.Epoch, peer string, expires time.Time) *Result {
+	in := c.Issue
+	res := &Result{Keys: make([]Key, len(in.KeyIDs)), Reservations: make([]Reservation, len(in.KeyIDs))}
+	for k, id := range in.KeyIDs {
+		res.Reservations[k] = Reservation{
+			KeyID: id, Peer: peer, Owner: m.cfg.Self, Master: in.Master,
+			Slaves: append([]string(nil), in.Slaves...), Bits: in.Bits, Provenance: ProvenancePQC,
+			Issued: c.Time, Expires: expires, State: KeyIssued, Epoch: ep.ID,
+		}
+		key, err := deriveKey(&res.Reservations[k], ep, nil)
+		if err != nil {
+			return fail(err)
+		}
+		res.Keys[k] = Key{ID: id, Bytes: key}
+	}
+	rs := make([]*Reservation, len(res.Reservations))
+	for i := range res.Reservations {
+		r := res.Reservations[i]
+		res.Keys[i].Res = &r
+		if err := tx.PutReservation(&r); err != nil {
+			return fail(storageErr("write reservation", err))
+		}
+		rs[i] = &res.Reservations[i]
+	}
+	if err := tx.PutPool(pool); err != nil {
+		return fail(storageErr("write pool", err))
+	}
+	es := keyEntries(EventKeyIssued, rs, m.fingerprints(res.Keys))
+	es = append(es, fallbackEntries(rs, "pqc key derived from epoch "+ep.ID+": policy allowed the post-quantum fallback")...)
+	for _, e := range keyEntries(EventKeyErased, rs, nil) {
+		e.Detail = "handed to the master SAE; erased at the issuing site"
+		es = append(es, e)
+	}
+	return m.auditOrFail(tx, c, res, es...)
 }

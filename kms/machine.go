@@ -134,7 +134,7 @@ func (c *Command) kind() string {
 		{c.MarkPushed != nil, "mark_pushed"}, {c.Expire != nil, "expire"},
 		{c.Transfer != nil, "transfer"}, {c.Admin != nil, "admin"},
 		{c.Checkpoint != nil, "checkpoint"},
-		{c.Zeroize != nil, "zeroize"},
+		{c.Zeroize != nil, "zeroize"}, {c.Epoch != nil, "epoch"}, {c.Link != nil, "link"},
 	} {
 		if s.set {
 			k, n = s.name, n+1
@@ -160,6 +160,7 @@ func (m *Machine) Apply(tx Tx, c *Command) *Result {
 	if kind == "" {
 		return &Result{Err: reject(ErrBadRequest, "a command must hold exactly one operation")}
 	}
+	tx = ReservationTx(tx)
 	if c.ReqID != "" {
 		rec, err := tx.Request(c.ReqID)
 		if err != nil {
@@ -193,6 +194,10 @@ func (m *Machine) Apply(tx Tx, c *Command) *Result {
 		res = m.applyCheckpoint(tx, c)
 	case "zeroize":
 		res = m.applyZeroize(tx, c)
+	case "epoch":
+		res = m.applyEpoch(tx, c)
+	case "link":
+		res = m.applyLink(tx, c)
 	}
 	if res.Err == nil && c.ReqID != "" {
 		rec := &RequestRecord{Kind: kind, At: c.Time}

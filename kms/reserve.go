@@ -1,6 +1,10 @@
 package kms
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/qkms/qkms/pq"
+)
 
 // applyPeerReserve stores reservations the peer site issued from blocks it owns, so this site's
 // slaves can fetch the same bytes. It is idempotent by key ID: a reservation already stored (or
@@ -51,6 +55,9 @@ func (m *Machine) applyPeerReserve(tx Tx, c *Command) *Result {
 		if !r.Expires.After(c.Time) {
 			continue
 		}
+		if r.Epoch != "" && pool.epoch(r.Epoch) == nil {
+			return fail(reject(ErrNotConfirmed, "peer reserve: post-quantum epoch %s not recorded here yet", r.Epoch))
+		}
 		for _, rg := range r.Ranges {
 			b, err := bs.get(pr.From, rg.Block)
 			if err != nil {
@@ -89,12 +96,19 @@ func (m *Machine) applyPeerReserve(tx Tx, c *Command) *Result {
 			Issued:     r.Issued,
 			Expires:    r.Expires,
 			State:      KeyIssued,
+			Epoch:      r.Epoch,
 		}
 		if err := tx.PutReservation(st); err != nil {
 			return fail(storageErr("write reservation", err))
 		}
 		stored = append(stored, st)
-		pool.Reserved += int64(r.Bits / 8)
+		if r.Provenance != ProvenancePQC {
+			pool.Reserved += int64(r.Bits / 8)
+		}
+		if e := pool.epoch(r.Epoch); e != nil {
+			e.Keys++
+			e.Live++
+		}
 	}
 	if len(accept) == 0 {
 		return &Result{}
@@ -129,6 +143,25 @@ func (m *Machine) checkPeerReservation(from string, r *Reservation) error {
 			return reject(ErrBadRequest, "peer reserve: slave SAE %q is not served by this KME", s)
 		}
 	}
+	switch r.Provenance {
+	case ProvenanceQKD, "":
+		if r.Epoch != "" {
+			return reject(ErrBadRequest, "peer reserve: qkd key %q names a post-quantum epoch", r.KeyID)
+		}
+	case ProvenanceHybrid, ProvenancePQC:
+		if r.Epoch == "" || len(r.Epoch) > maxEpochID {
+			return reject(ErrBadRequest, "peer reserve: %s key %q names no post-quantum epoch", r.Provenance, r.KeyID)
+		}
+	default:
+		return reject(ErrBadRequest, "peer reserve: key %q has unknown provenance %q", r.KeyID, r.Provenance)
+	}
+	if r.Provenance == ProvenancePQC {
+		// A pqc key takes no link key: it is derived from the epoch alone.
+		if r.Bits <= 0 || r.Bits%8 != 0 || r.Bits/8 > pq.MaxKeyBytes || len(r.Ranges) != 0 {
+			return reject(ErrBadRequest, "peer reserve: pqc key %q has a malformed size or ranges", r.KeyID)
+		}
+		return nil
+	}
 	if r.Bits <= 0 || r.Bits%8 != 0 || len(r.Ranges) == 0 {
 		return reject(ErrBadRequest, "peer reserve: key %q has a malformed size", r.KeyID)
 	}
@@ -148,7 +181,7 @@ func (m *Machine) checkPeerReservation(from string, r *Reservation) error {
 // sameAllocation says whether two reservations of one key ID name the same bits for the same
 // SAEs, so a repeated push is recognised as such.
 func sameAllocation(a, b *Reservation) bool {
-	return a.Master == b.Master && a.Bits == b.Bits &&
+	return a.Master == b.Master && a.Bits == b.Bits && a.Provenance == b.Provenance && a.Epoch == b.Epoch &&
 		slices.Equal(a.Slaves, b.Slaves) && slices.Equal(a.Ranges, b.Ranges)
 }
 

@@ -78,6 +78,8 @@ type Reservation struct {
 	State      KeyState   `json:"state"`
 	// Pushed is set at the owner once the peer confirmed it stored the reservation.
 	Pushed bool `json:"pushed"`
+	// Epoch is the PQ epoch a hybrid or pqc key is derived from (EpochCmd); empty for qkd.
+	Epoch string `json:"epoch,omitempty"`
 }
 
 // Pool is the per-peer summary a site keeps; derived counters are kept current by Apply.
@@ -88,6 +90,10 @@ type Pool struct {
 	Available int64    `json:"available"` // free bytes in Owned blocks
 	Pending   int64    `json:"pending"`   // bytes in blocks awaiting verification
 	Reserved  int64    `json:"reserved"`  // bytes of live reservations awaiting fetch at this site
+	// Paused: the operator paused the link (LinkCmd); no qkd or hybrid key is issued on it.
+	Paused bool `json:"paused,omitempty"`
+	// Epochs are the PQ epochs shared with the peer, oldest first; the last is current.
+	Epochs []EpochInfo `json:"epochs,omitempty"`
 }
 
 // Tx is the storage the core runs on: one transaction of the node's store. Apply reads and

@@ -81,7 +81,13 @@ func (m *Machine) applyZeroize(tx Tx, c *Command) *Result {
 		}
 		res.Zeroized = append(res.Zeroized, b.ID)
 	}
-	pool.Owned, pool.Available, pool.Pending, pool.Reserved = nil, 0, 0, 0
+	// PQ epochs of the link are key material too: shred them (a new exchange makes the next).
+	for _, e := range pool.Epochs {
+		if err := tx.DropMaterial(z.Peer, EpochBlockID(e.ID)); err != nil {
+			return fail(storageErr("drop epoch "+e.ID, err))
+		}
+	}
+	pool.Owned, pool.Available, pool.Pending, pool.Reserved, pool.Epochs = nil, 0, 0, 0, nil
 	if err := tx.PutPool(pool); err != nil {
 		return fail(storageErr("write pool", err))
 	}
