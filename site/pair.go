@@ -101,11 +101,22 @@ func StartPair(cfg PairConfig) (*Pair, error) {
 	go func() {
 		defer p.wg.Done()
 		a, b := p.Sites[0], p.Sites[1]
+		// A KME holds at most max_key_count keys of the default size per link; the link waits
+		// while a pool is full, as a real QKD device buffers or throttles, instead of spending
+		// the CPU and disk on key nobody asks for.
+		lim := a.machine.Limits()
+		full := int64(lim.MaxKeyCount) * int64(lim.KeySize/8)
 		err := link.Run(ctx,
 			func(blk qkdsim.Block) error {
+				if err := a.waitRoom(ctx, b.KMEID(), full); err != nil {
+					return err
+				}
 				return a.Ingest(ctx, b.KMEID(), blk.ID, blk.Seq, blk.Key, blk.QBER)
 			},
 			func(blk qkdsim.Block) error {
+				if err := b.waitRoom(ctx, a.KMEID(), full); err != nil {
+					return err
+				}
 				return b.Ingest(ctx, a.KMEID(), blk.ID, blk.Seq, blk.Key, blk.QBER)
 			})
 		if err != nil && ctx.Err() == nil {
@@ -241,6 +252,19 @@ func (p *Pair) Restart(i int) error {
 		return err
 	}
 	p.Sites[i], p.Nodes[i][0] = n, n
+	return nil
+}
+
+// waitRoom returns once this site's pool for peerKME holds less than full bytes (verified
+// or pending), polling: pools drain as SAEs take keys, with no event to wait on.
+func (n *Node) waitRoom(ctx context.Context, peerKME string, full int64) error {
+	for n.poolFill(peerKME) >= full {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	return nil
 }
 
