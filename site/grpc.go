@@ -108,6 +108,8 @@ func (n *Node) listenGRPC() error {
 		// Fixed flow-control windows turn off gRPC's BDP estimation pings: key messages are
 		// small, and the pings cost a frame and a wake-up per burst of requests.
 		grpc.InitialWindowSize(1<<20), grpc.InitialConnWindowSize(1<<20),
+		// Wipes the delivered keys once encoded (unary answers are encoded after the handler).
+		grpc.ForceServerCodecV2(keydelivery.ServerCodec()),
 		grpc.ChainUnaryInterceptor(n.metrics.unaryInterceptor),
 		grpc.ChainStreamInterceptor(n.metrics.streamInterceptor))
 	keydelivery.Register(n.grpcSrv, grpcService{n}, keydelivery.Options{Logger: n.log})
