@@ -53,7 +53,14 @@ type ClientOption func(*clientConfig)
 type clientConfig struct {
 	timeout  time.Duration
 	identify Identify
+	auth     *Authenticator
 	dialOpts []grpc.DialOption
+}
+
+// WithAuthenticator signs every call with the site's ML-DSA identity and verifies the
+// answers (authenticate.go).
+func WithAuthenticator(a *Authenticator) ClientOption {
+	return func(c *clientConfig) { c.auth = a }
 }
 
 // WithCallTimeout replaces DefaultCallTimeout.
@@ -104,11 +111,16 @@ func Dial(addr string, tlsCfg *tls.Config, expectKME string, opts ...ClientOptio
 		}
 		return nil
 	}
-	dialOpts := append([]grpc.DialOption{
+	dialOpts := []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}),
 		grpc.WithDefaultServiceConfig(retryConfig),
-	}, cc.dialOpts...)
+	}
+	if cc.auth != nil {
+		// Outermost, so interceptors added with WithDialOptions see the signed call.
+		dialOpts = append(dialOpts, grpc.WithDisableRetry(), grpc.WithChainUnaryInterceptor(cc.auth.ClientInterceptor(expectKME)))
+	}
+	dialOpts = append(dialOpts, cc.dialOpts...)
 	conn, err := grpc.NewClient(addr, dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("peer: dial %s (%s): %w", expectKME, addr, err)
@@ -215,6 +227,39 @@ func (c *Client) RequestBlocks(ctx context.Context, requestID string, wantBytes 
 		return nil, c.badAnswer(what, err)
 	}
 	return resp.GetBlockIds(), nil
+}
+
+// OfferEpoch sends a pq.Offer (wire encoding) and returns the peer's pq.Reply encoding.
+func (c *Client) OfferEpoch(ctx context.Context, offer []byte) ([]byte, error) {
+	const what = "offer PQ epoch"
+	if len(offer) == 0 || len(offer) > MaxEpochMessage {
+		return nil, c.callErr(what, invalid("epoch message of %d bytes", len(offer)))
+	}
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	resp, err := c.rpc.OfferEpoch(ctx, &peerpb.EpochMessage{Message: offer})
+	if err != nil {
+		return nil, c.callErr(what, err)
+	}
+	if m := resp.GetMessage(); len(m) == 0 || len(m) > MaxEpochMessage {
+		return nil, c.badAnswer(what, invalid("epoch message of %d bytes", len(m)))
+	}
+	return resp.GetMessage(), nil
+}
+
+// ConfirmEpoch sends a pq.Confirmation encoding; the peer answers once it recorded the epoch.
+func (c *Client) ConfirmEpoch(ctx context.Context, confirm []byte) (string, error) {
+	const what = "confirm PQ epoch"
+	if len(confirm) == 0 || len(confirm) > MaxEpochMessage {
+		return "", c.callErr(what, invalid("epoch message of %d bytes", len(confirm)))
+	}
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	resp, err := c.rpc.ConfirmEpoch(ctx, &peerpb.EpochMessage{Message: confirm})
+	if err != nil {
+		return "", c.callErr(what, err)
+	}
+	return resp.GetEpochId(), nil
 }
 
 // Retryable reports whether a call that failed with err may succeed if repeated later with the

@@ -27,6 +27,8 @@ const (
 	MaxKeyIDs       = 1024    // key IDs per PullReservations
 	MaxSlaves       = 64      // slave SAEs per reservation (slave + additional slaves)
 	MaxRanges       = 1024    // ranges per reservation
+	MaxEpochMessage = 8192    // an epoch exchange message (an X-Wing offer is 1,237 bytes)
+	maxEpochID      = 64      // epoch IDs are 32 hex characters
 	MaxKeyBits      = 1 << 23 // bits per key (1 MiB keys)
 	MaxBlockBytes   = 1 << 30 // bound on any offset + length inside a block
 	MaxWantBytes    = 1 << 40 // bytes asked for in one RequestBlocks
@@ -294,6 +296,7 @@ func reservationFromProto(in *peerpb.Reservation) (kms.Reservation, error) {
 		Provenance: prov,
 		Issued:     issued,
 		Expires:    expires,
+		Epoch:      in.GetEpoch(),
 	}
 	if len(in.GetRanges()) > 0 {
 		r.Ranges = make([]kms.Range, len(in.GetRanges()))
@@ -318,6 +321,7 @@ func reservationToProto(r kms.Reservation) *peerpb.Reservation {
 		Provenance: provenanceToProto(r.Provenance),
 		Issued:     timestamppb.New(r.Issued),
 		Expires:    timestamppb.New(r.Expires),
+		Epoch:      r.Epoch,
 	}
 	if len(r.Ranges) > 0 {
 		out.Ranges = make([]*peerpb.Range, len(r.Ranges))
@@ -365,6 +369,13 @@ func checkReservation(r kms.Reservation) error {
 	}
 	if err := checkRanges(r); err != nil {
 		return err
+	}
+	// Hybrid and pqc keys are derived from a PQ epoch both sites hold; qkd keys from none.
+	if (r.Provenance == kms.ProvenanceQKD) != (r.Epoch == "") {
+		return invalid("key %s: %s key with epoch %s", key, r.Provenance, quote(r.Epoch))
+	}
+	if len(r.Epoch) > maxEpochID {
+		return invalid("key %s: epoch ID of %d bytes", key, len(r.Epoch))
 	}
 	if r.Issued.IsZero() || r.Expires.IsZero() {
 		return invalid("key %s: issued and expires times are required", key)

@@ -24,7 +24,7 @@ func FuzzReservationFromProto(f *testing.F) {
 	good := reservation("0f8c3b4e-2a1d-4c5e-9f7a-6b5c4d3e2f10", "KME-A", "KME-B")
 	f.Add(mustMarshal(f, reservationToProto(good)))
 	pqc := good
-	pqc.Provenance, pqc.Ranges = kms.ProvenancePQC, nil
+	pqc.Provenance, pqc.Ranges, pqc.Epoch = kms.ProvenancePQC, nil, "00112233445566778899aabbccddeeff"
 	f.Add(mustMarshal(f, reservationToProto(pqc)))
 	f.Add([]byte{})
 	f.Add([]byte{0x38, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})

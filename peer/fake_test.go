@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"time"
 
 	"github.com/qkms/qkms/kms"
+	"github.com/qkms/qkms/pq"
 )
 
 // fakeService is an in-memory site: tags of its blocks, reservations it stores or issued,
@@ -24,6 +26,8 @@ type fakeService struct {
 	stored    map[string]kms.Reservation // key ID -> reservation (pushed or issued here)
 	owned     []string                   // untouched blocks owned here, 1000 bytes each
 	transfers map[string][]string        // request ID -> blocks transferred
+	responder *pq.Responder              // pending epoch exchange
+	epochs    []*pq.Epoch                // confirmed epochs
 }
 
 func newFakeService(self string) *fakeService {
@@ -121,6 +125,41 @@ func (f *fakeService) RequestBlocks(_ context.Context, from, requestID string, w
 	}
 	f.transfers[requestID] = moved
 	return moved, nil
+}
+
+func (f *fakeService) OfferEpoch(_ context.Context, from string, offer []byte) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record(from)
+	o, err := pq.ParseOffer(offer)
+	if err != nil {
+		return nil, err
+	}
+	rs, reply, err := pq.Respond(from, f.self, o)
+	if err != nil {
+		return nil, err
+	}
+	f.responder = rs
+	return reply.Marshal(), nil
+}
+
+func (f *fakeService) ConfirmEpoch(_ context.Context, from string, confirm []byte) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record(from)
+	c, err := pq.ParseConfirmation(confirm)
+	if err != nil {
+		return "", err
+	}
+	if f.responder == nil {
+		return "", pq.ErrWrongExchange
+	}
+	ep, err := f.responder.Confirm(c, time.Now())
+	if err != nil {
+		return "", err
+	}
+	f.epochs = append(f.epochs, ep)
+	return ep.ID, nil
 }
 
 var _ Service = (*fakeService)(nil)

@@ -69,7 +69,7 @@ func TestPushReservations(t *testing.T) {
 	waits := reservation(uuid.NewString(), "KME-A", "KME-B")
 	waits.Ranges = []kms.Range{{Block: "blk-9", Off: 0, Len: 32}}
 	pqc := reservation(uuid.NewString(), "KME-A", "KME-B")
-	pqc.Provenance, pqc.Ranges = kms.ProvenancePQC, nil
+	pqc.Provenance, pqc.Ranges, pqc.Epoch = kms.ProvenancePQC, nil, "00112233445566778899aabbccddeeff"
 
 	acc, rej, err := c.PushReservations(ctx, []kms.Reservation{ok, waits, pqc})
 	if err != nil {

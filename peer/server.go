@@ -17,6 +17,7 @@ import (
 
 	"github.com/qkms/qkms/api/peerpb"
 	"github.com/qkms/qkms/kms"
+	"github.com/qkms/qkms/pq"
 )
 
 // Keepalive settings shared by server and client. The server's enforcement MinTime must not
@@ -109,7 +110,9 @@ func statusOf(err error) *status.Status {
 		return st
 	}
 	switch {
-	case errors.Is(err, ErrInvalid), errors.Is(err, kms.ErrBadRequest):
+	case errors.Is(err, pq.ErrConfirmation), errors.Is(err, pq.ErrWrongExchange), errors.Is(err, pq.ErrExchangeDone):
+		return status.New(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, ErrInvalid), errors.Is(err, kms.ErrBadRequest), errors.Is(err, pq.ErrMalformed):
 		return status.New(codes.InvalidArgument, err.Error())
 	case errors.Is(err, kms.ErrUnauthorized):
 		return status.New(codes.PermissionDenied, err.Error())
@@ -219,4 +222,36 @@ func (s *server) RequestBlocks(ctx context.Context, req *peerpb.RequestBlocksReq
 		return nil, s.fail(rpc, from, fmt.Errorf("peer: service answer: %v", err))
 	}
 	return &peerpb.RequestBlocksResponse{BlockIds: ids}, nil
+}
+
+func (s *server) OfferEpoch(ctx context.Context, req *peerpb.EpochMessage) (*peerpb.EpochMessage, error) {
+	const rpc = "OfferEpoch"
+	from, err := s.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if m := req.GetMessage(); len(m) == 0 || len(m) > MaxEpochMessage {
+		return nil, s.fail(rpc, from, invalid("epoch message of %d bytes", len(m)))
+	}
+	reply, err := s.svc.OfferEpoch(ctx, from, req.GetMessage())
+	if err != nil {
+		return nil, s.fail(rpc, from, err)
+	}
+	return &peerpb.EpochMessage{Message: reply}, nil
+}
+
+func (s *server) ConfirmEpoch(ctx context.Context, req *peerpb.EpochMessage) (*peerpb.EpochAck, error) {
+	const rpc = "ConfirmEpoch"
+	from, err := s.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if m := req.GetMessage(); len(m) == 0 || len(m) > MaxEpochMessage {
+		return nil, s.fail(rpc, from, invalid("epoch message of %d bytes", len(m)))
+	}
+	id, err := s.svc.ConfirmEpoch(ctx, from, req.GetMessage())
+	if err != nil {
+		return nil, s.fail(rpc, from, err)
+	}
+	return &peerpb.EpochAck{EpochId: id}, nil
 }

@@ -26,6 +26,13 @@ type Service interface {
 	// wantBytes and returns their IDs. A repeated requestID must return the recorded
 	// answer instead of transferring more (kms.Command.ReqID).
 	RequestBlocks(ctx context.Context, from, requestID string, wantBytes int64) ([]string, error)
+	// OfferEpoch answers a pq.Offer from from (the initiator) with a pq.Reply, remembering
+	// the pending exchange; it records nothing.
+	OfferEpoch(ctx context.Context, from string, offer []byte) ([]byte, error)
+	// ConfirmEpoch checks from's pq.Confirmation against the pending exchange and records the
+	// epoch; it returns the epoch ID. A tag that does not verify must yield no epoch (and an
+	// error wrapping pq.ErrConfirmation, answered FAILED_PRECONDITION).
+	ConfirmEpoch(ctx context.Context, from string, confirm []byte) (string, error)
 }
 
 // BlockTag is a keyed fingerprint of one block: not secret, it reveals nothing of the bits

@@ -82,11 +82,7 @@ func openAudit(cfg Config, master []byte) (*auditState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("site: %w", err)
 	}
-	path := a.SigningKeyFile
-	if path == "" {
-		path = filepath.Join(filepath.Dir(cfg.TLS.Cert), cfg.KMEID+".audit.key")
-	}
-	signer, err := identity.LoadOrCreate(path)
+	signer, err := identity.LoadOrCreate(signingKeyPath(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("site: audit signing key: %w", err)
 	}
@@ -98,6 +94,15 @@ func openAudit(cfg Config, master []byte) (*auditState, error) {
 		st.period = defaultCheckpointInterval
 	}
 	return st, nil
+}
+
+// signingKeyPath is the site's ML-DSA-65 signing key file (audit.signing_key_file or its
+// default beside the KME certificate).
+func signingKeyPath(cfg Config) string {
+	if cfg.Audit.SigningKeyFile != "" {
+		return cfg.Audit.SigningKeyFile
+	}
+	return filepath.Join(filepath.Dir(cfg.TLS.Cert), cfg.KMEID+".audit.key")
 }
 
 // AuditPublicKey is the public key that verifies this node's checkpoints and exports.

@@ -9,6 +9,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/qkms/qkms/kms"
+	"github.com/qkms/qkms/pq"
 )
 
 // Config is everything one node of one site needs. It is read from a YAML file (qkms serve
@@ -50,6 +51,13 @@ type Config struct {
 	// (separately) Get key with key IDs at this node; the entry "*" applies to SAEs not listed.
 	// No entry, or keys_per_second 0, is unlimited (the default). See ratelimit.go.
 	RateLimit map[string]RateLimit `yaml:"rate_limit"`
+
+	// Policies set the key policy of SAE pairs (qkd-only, hybrid, pqc-fallback; policy.go);
+	// DefaultPolicy applies to the others (default qkd-only).
+	Policies      []PolicyConfig `yaml:"policies"`
+	DefaultPolicy string         `yaml:"default_policy"`
+	// PQRefresh says when PQ epochs are replaced (default every 65,536 keys or 5 minutes).
+	PQRefresh PQRefreshConfig `yaml:"pq_refresh"`
 
 	// Audit configures the audit trail: audit key, signing key, checkpoint spacing.
 	Audit AuditConfig `yaml:"audit"`
@@ -99,6 +107,10 @@ type RaftConfig struct {
 type PeerConfig struct {
 	KMEID string   `yaml:"kme_id"`
 	Addrs []string `yaml:"addrs"`
+	// IdentityPub is the peer site's ML-DSA-65 public key file (its audit.signing_key_file
+	// with ".pub"). When any peer has one, every peer message is signed and verified
+	// (peer.Authenticator) in addition to mutual TLS.
+	IdentityPub string `yaml:"identity_pub"`
 }
 
 // UpstreamConfig is one vendor QKD device this site consumes as an SAE over ETSI 014. The
@@ -158,6 +170,23 @@ func (c *Config) fill() error {
 	}
 	if c.KeyTTL <= 0 {
 		c.KeyTTL = 10 * time.Minute
+	}
+	if c.DefaultPolicy == "" {
+		c.DefaultPolicy = PolicyQKDOnly
+	}
+	if err := checkPolicy(c.DefaultPolicy); err != nil {
+		return err
+	}
+	for _, p := range c.Policies {
+		if err := checkPolicy(p.Mode); err != nil {
+			return err
+		}
+	}
+	if c.PQRefresh.Keys == 0 {
+		c.PQRefresh.Keys = pq.DefaultRefresh.MaxKeys
+	}
+	if c.PQRefresh.Every <= 0 {
+		c.PQRefresh.Every = pq.DefaultRefresh.MaxAge
 	}
 	if c.Raft.Advertise == "" {
 		c.Raft.Advertise = c.Listen.Raft

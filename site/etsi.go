@@ -105,14 +105,13 @@ func (n *Node) issue(ctx context.Context, master, slave string, req issueRequest
 		ttl = n.cfg.KeyTTL
 	}
 	now := time.Now().UTC()
-	res, err := n.propose(ctx, &kms.Command{
+	res, err := n.issueUnderPolicy(ctx, n.policyFor(master, slave), &kms.Command{
 		Time:  now,
 		ReqID: "issue/" + ids[0],
 		Issue: &kms.IssueCmd{
 			Self: n.cfg.KMEID, Peer: peerKME, Master: master,
 			Slaves: append([]string{slave}, req.additional...),
 			Bits:   size, KeyIDs: ids, Expires: now.Add(ttl),
-			Provenance: kms.ProvenanceQKD,
 		},
 	})
 	if err != nil {

@@ -60,6 +60,7 @@ type Node struct {
 	lastSweep    time.Time         // last Expire proposed (leader loop only)
 
 	audit *auditState // audit key, signing key and checkpoint progress (audit.go)
+	pq    *pqState    // peer-message signing and PQ epochs (epoch.go)
 	rate  rateLimiter // per-SAE token buckets (ratelimit.go)
 
 	push        chan []kms.Reservation
@@ -143,6 +144,7 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.rn = rn
+	n.pq = newPQState(n, aud.signer)
 	n.metrics = newMetrics(n)
 	if err := n.listen(); err != nil {
 		n.Close()
@@ -184,7 +186,7 @@ func (n *Node) listen() error {
 			return fmt.Errorf("site: peer listener: %w", err)
 		}
 		n.peerLn = ln
-		n.peerSrv = grpc.NewServer(peer.ServerOptions(n.serverTLS)...)
+		n.peerSrv = grpc.NewServer(n.peerServerOptions()...)
 		peer.Register(n.peerSrv, peerService{n}, n.log)
 		go n.peerSrv.Serve(ln)
 	}
@@ -288,7 +290,11 @@ func (n *Node) peerClient(kme string) (*peer.Client, error) {
 		if p.KMEID != kme || len(p.Addrs) == 0 {
 			continue
 		}
-		c, err := peer.Dial(p.Addrs[n.peerNext[kme]%len(p.Addrs)], n.clientTLS, kme)
+		var opts []peer.ClientOption
+		if p.IdentityPub != "" {
+			opts = append(opts, peer.WithAuthenticator(n.pq.auth))
+		}
+		c, err := peer.Dial(p.Addrs[n.peerNext[kme]%len(p.Addrs)], n.clientTLS, kme, opts...)
 		if err != nil {
 			return nil, err
 		}

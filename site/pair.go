@@ -49,7 +49,10 @@ type PairConfig struct {
 	Durability string
 	// NodesPerSite is the size of each site's raft cluster (default 1).
 	NodesPerSite int
-	Logger       *slog.Logger
+	// Policies and DefaultPolicy are the key policies of both sites (Config.Policies).
+	Policies      []PolicyConfig
+	DefaultPolicy string
+	Logger        *slog.Logger
 }
 
 // StartPair writes a development PKI and master keys into cfg.Dir, starts both sites on
@@ -84,6 +87,7 @@ func StartPair(cfg PairConfig) (*Pair, error) {
 		}
 		for _, n := range p.Nodes[i] {
 			n.SetPeer(cfg.KMEs[1-i], addrs)
+			n.SetPeerIdentity(cfg.KMEs[1-i], p.Sites[1-i].IdentityPublicKeyFile())
 		}
 	}
 
@@ -163,6 +167,7 @@ func (p *Pair) startSite(cfg PairConfig, i int, k string, nodes int, registry ma
 				GRPC: "127.0.0.1:0", Metrics: "127.0.0.1:0"},
 			Raft: RaftConfig{Bootstrap: j == 0},
 			SAEs: registry, Limits: cfg.Limits, KeyTTL: cfg.KeyTTL, Durability: cfg.Durability,
+			Policies: cfg.Policies, DefaultPolicy: cfg.DefaultPolicy,
 		}
 		// Every node has the upstream devices: whichever is leader pulls from them.
 		c.Upstream = cfg.Upstream[i]

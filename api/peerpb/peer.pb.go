@@ -196,6 +196,97 @@ func (RejectReason) EnumDescriptor() ([]byte, []int) {
 	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{2}
 }
 
+// EpochMessage carries one message of the epoch exchange in package pq's wire encoding
+// (Offer, Reply or Confirmation). It holds public values only: a KEM public key, a
+// ciphertext, confirmation tags.
+type EpochMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       []byte                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EpochMessage) Reset() {
+	*x = EpochMessage{}
+	mi := &file_api_peerpb_peer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EpochMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EpochMessage) ProtoMessage() {}
+
+func (x *EpochMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_api_peerpb_peer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EpochMessage.ProtoReflect.Descriptor instead.
+func (*EpochMessage) Descriptor() ([]byte, []int) {
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *EpochMessage) GetMessage() []byte {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+type EpochAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EpochId       string                 `protobuf:"bytes,1,opt,name=epoch_id,json=epochId,proto3" json:"epoch_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EpochAck) Reset() {
+	*x = EpochAck{}
+	mi := &file_api_peerpb_peer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EpochAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EpochAck) ProtoMessage() {}
+
+func (x *EpochAck) ProtoReflect() protoreflect.Message {
+	mi := &file_api_peerpb_peer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EpochAck.ProtoReflect.Descriptor instead.
+func (*EpochAck) Descriptor() ([]byte, []int) {
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EpochAck) GetEpochId() string {
+	if x != nil {
+		return x.EpochId
+	}
+	return ""
+}
+
 // BlockTag is a keyed fingerprint of one block (not secret: it reveals nothing of the bits
 // without the tag key).
 type BlockTag struct {
@@ -208,7 +299,7 @@ type BlockTag struct {
 
 func (x *BlockTag) Reset() {
 	*x = BlockTag{}
-	mi := &file_api_peerpb_peer_proto_msgTypes[0]
+	mi := &file_api_peerpb_peer_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -220,7 +311,7 @@ func (x *BlockTag) String() string {
 func (*BlockTag) ProtoMessage() {}
 
 func (x *BlockTag) ProtoReflect() protoreflect.Message {
-	mi := &file_api_peerpb_peer_proto_msgTypes[0]
+	mi := &file_api_peerpb_peer_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -233,7 +324,7 @@ func (x *BlockTag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockTag.ProtoReflect.Descriptor instead.
 func (*BlockTag) Descriptor() ([]byte, []int) {
-	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{0}
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *BlockTag) GetBlockId() string {
@@ -259,7 +350,7 @@ type CompareBlocksRequest struct {
 
 func (x *CompareBlocksRequest) Reset() {
 	*x = CompareBlocksRequest{}
-	mi := &file_api_peerpb_peer_proto_msgTypes[1]
+	mi := &file_api_peerpb_peer_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +362,7 @@ func (x *CompareBlocksRequest) String() string {
 func (*CompareBlocksRequest) ProtoMessage() {}
 
 func (x *CompareBlocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_peerpb_peer_proto_msgTypes[1]
+	mi := &file_api_peerpb_peer_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +375,7 @@ func (x *CompareBlocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompareBlocksRequest.ProtoReflect.Descriptor instead.
 func (*CompareBlocksRequest) Descriptor() ([]byte, []int) {
-	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{1}
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CompareBlocksRequest) GetTags() []*BlockTag {
@@ -304,7 +395,7 @@ type BlockVerdict struct {
 
 func (x *BlockVerdict) Reset() {
 	*x = BlockVerdict{}
-	mi := &file_api_peerpb_peer_proto_msgTypes[2]
+	mi := &file_api_peerpb_peer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -316,7 +407,7 @@ func (x *BlockVerdict) String() string {
 func (*BlockVerdict) ProtoMessage() {}
 
 func (x *BlockVerdict) ProtoReflect() protoreflect.Message {
-	mi := &file_api_peerpb_peer_proto_msgTypes[2]
+	mi := &file_api_peerpb_peer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -329,7 +420,7 @@ func (x *BlockVerdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockVerdict.ProtoReflect.Descriptor instead.
 func (*BlockVerdict) Descriptor() ([]byte, []int) {
-	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{2}
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BlockVerdict) GetBlockId() string {
@@ -355,7 +446,7 @@ type CompareBlocksResponse struct {
 
 func (x *CompareBlocksResponse) Reset() {
 	*x = CompareBlocksResponse{}
-	mi := &file_api_peerpb_peer_proto_msgTypes[3]
+	mi := &file_api_peerpb_peer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -367,7 +458,7 @@ func (x *CompareBlocksResponse) String() string {
 func (*CompareBlocksResponse) ProtoMessage() {}
 
 func (x *CompareBlocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_peerpb_peer_proto_msgTypes[3]
+	mi := &file_api_peerpb_peer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -380,7 +471,7 @@ func (x *CompareBlocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompareBlocksResponse.ProtoReflect.Descriptor instead.
 func (*CompareBlocksResponse) Descriptor() ([]byte, []int) {
-	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{3}
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CompareBlocksResponse) GetVerdicts() []*BlockVerdict {
@@ -402,7 +493,7 @@ type Range struct {
 
 func (x *Range) Reset() {
 	*x = Range{}
-	mi := &file_api_peerpb_peer_proto_msgTypes[4]
+	mi := &file_api_peerpb_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +505,7 @@ func (x *Range) String() string {
 func (*Range) ProtoMessage() {}
 
 func (x *Range) ProtoReflect() protoreflect.Message {
-	mi := &file_api_peerpb_peer_proto_msgTypes[4]
+	mi := &file_api_peerpb_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +518,7 @@ func (x *Range) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Range.ProtoReflect.Descriptor instead.
 func (*Range) Descriptor() ([]byte, []int) {
-	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{4}
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Range) GetBlockId() string {
@@ -465,13 +556,14 @@ type Reservation struct {
 	Provenance    Provenance             `protobuf:"varint,8,opt,name=provenance,proto3,enum=qkms.peer.v1.Provenance" json:"provenance,omitempty"`
 	Issued        *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=issued,proto3" json:"issued,omitempty"`
 	Expires       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=expires,proto3" json:"expires,omitempty"`
+	Epoch         string                 `protobuf:"bytes,11,opt,name=epoch,proto3" json:"epoch,omitempty"` // PQ epoch of a hybrid or pqc key (hex exchange ID); empty for qkd
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Reservation) Reset() {
 	*x = Reservation{}
-	mi := &file_api_peerpb_peer_proto_msgTypes[5]
+	mi := &file_api_peerpb_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +575,7 @@ func (x *Reservation) String() string {
 func (*Reservation) ProtoMessage() {}
 
 func (x *Reservation) ProtoReflect() protoreflect.Message {
-	mi := &file_api_peerpb_peer_proto_msgTypes[5]
+	mi := &file_api_peerpb_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +588,7 @@ func (x *Reservation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reservation.ProtoReflect.Descriptor instead.
 func (*Reservation) Descriptor() ([]byte, []int) {
-	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{5}
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Reservation) GetKeyId() string {
@@ -569,6 +661,13 @@ func (x *Reservation) GetExpires() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Reservation) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
 type PushReservationsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Reservations  []*Reservation         `protobuf:"bytes,1,rep,name=reservations,proto3" json:"reservations,omitempty"`
@@ -578,7 +677,7 @@ type PushReservationsRequest struct {
 
 func (x *PushReservationsRequest) Reset() {
 	*x = PushReservationsRequest{}
-	mi := &file_api_peerpb_peer_proto_msgTypes[6]
+	mi := &file_api_peerpb_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +689,7 @@ func (x *PushReservationsRequest) String() string {
 func (*PushReservationsRequest) ProtoMessage() {}
 
 func (x *PushReservationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_peerpb_peer_proto_msgTypes[6]
+	mi := &file_api_peerpb_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +702,7 @@ func (x *PushReservationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushReservationsRequest.ProtoReflect.Descriptor instead.
 func (*PushReservationsRequest) Descriptor() ([]byte, []int) {
-	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{6}
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PushReservationsRequest) GetReservations() []*Reservation {
@@ -624,7 +723,7 @@ type Reject struct {
 
 func (x *Reject) Reset() {
 	*x = Reject{}
-	mi := &file_api_peerpb_peer_proto_msgTypes[7]
+	mi := &file_api_peerpb_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +735,7 @@ func (x *Reject) String() string {
 func (*Reject) ProtoMessage() {}
 
 func (x *Reject) ProtoReflect() protoreflect.Message {
-	mi := &file_api_peerpb_peer_proto_msgTypes[7]
+	mi := &file_api_peerpb_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +748,7 @@ func (x *Reject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reject.ProtoReflect.Descriptor instead.
 func (*Reject) Descriptor() ([]byte, []int) {
-	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{7}
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Reject) GetKeyId() string {
@@ -683,7 +782,7 @@ type PushReservationsResponse struct {
 
 func (x *PushReservationsResponse) Reset() {
 	*x = PushReservationsResponse{}
-	mi := &file_api_peerpb_peer_proto_msgTypes[8]
+	mi := &file_api_peerpb_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +794,7 @@ func (x *PushReservationsResponse) String() string {
 func (*PushReservationsResponse) ProtoMessage() {}
 
 func (x *PushReservationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_peerpb_peer_proto_msgTypes[8]
+	mi := &file_api_peerpb_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +807,7 @@ func (x *PushReservationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushReservationsResponse.ProtoReflect.Descriptor instead.
 func (*PushReservationsResponse) Descriptor() ([]byte, []int) {
-	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{8}
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PushReservationsResponse) GetAccepted() []string {
@@ -734,7 +833,7 @@ type PullReservationsRequest struct {
 
 func (x *PullReservationsRequest) Reset() {
 	*x = PullReservationsRequest{}
-	mi := &file_api_peerpb_peer_proto_msgTypes[9]
+	mi := &file_api_peerpb_peer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +845,7 @@ func (x *PullReservationsRequest) String() string {
 func (*PullReservationsRequest) ProtoMessage() {}
 
 func (x *PullReservationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_peerpb_peer_proto_msgTypes[9]
+	mi := &file_api_peerpb_peer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +858,7 @@ func (x *PullReservationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullReservationsRequest.ProtoReflect.Descriptor instead.
 func (*PullReservationsRequest) Descriptor() ([]byte, []int) {
-	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{9}
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PullReservationsRequest) GetKeyIds() []string {
@@ -779,7 +878,7 @@ type PullReservationsResponse struct {
 
 func (x *PullReservationsResponse) Reset() {
 	*x = PullReservationsResponse{}
-	mi := &file_api_peerpb_peer_proto_msgTypes[10]
+	mi := &file_api_peerpb_peer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +890,7 @@ func (x *PullReservationsResponse) String() string {
 func (*PullReservationsResponse) ProtoMessage() {}
 
 func (x *PullReservationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_peerpb_peer_proto_msgTypes[10]
+	mi := &file_api_peerpb_peer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +903,7 @@ func (x *PullReservationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullReservationsResponse.ProtoReflect.Descriptor instead.
 func (*PullReservationsResponse) Descriptor() ([]byte, []int) {
-	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{10}
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PullReservationsResponse) GetReservations() []*Reservation {
@@ -824,7 +923,7 @@ type RequestBlocksRequest struct {
 
 func (x *RequestBlocksRequest) Reset() {
 	*x = RequestBlocksRequest{}
-	mi := &file_api_peerpb_peer_proto_msgTypes[11]
+	mi := &file_api_peerpb_peer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +935,7 @@ func (x *RequestBlocksRequest) String() string {
 func (*RequestBlocksRequest) ProtoMessage() {}
 
 func (x *RequestBlocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_peerpb_peer_proto_msgTypes[11]
+	mi := &file_api_peerpb_peer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +948,7 @@ func (x *RequestBlocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestBlocksRequest.ProtoReflect.Descriptor instead.
 func (*RequestBlocksRequest) Descriptor() ([]byte, []int) {
-	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{11}
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RequestBlocksRequest) GetRequestId() string {
@@ -876,7 +975,7 @@ type RequestBlocksResponse struct {
 
 func (x *RequestBlocksResponse) Reset() {
 	*x = RequestBlocksResponse{}
-	mi := &file_api_peerpb_peer_proto_msgTypes[12]
+	mi := &file_api_peerpb_peer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +987,7 @@ func (x *RequestBlocksResponse) String() string {
 func (*RequestBlocksResponse) ProtoMessage() {}
 
 func (x *RequestBlocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_peerpb_peer_proto_msgTypes[12]
+	mi := &file_api_peerpb_peer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1000,7 @@ func (x *RequestBlocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestBlocksResponse.ProtoReflect.Descriptor instead.
 func (*RequestBlocksResponse) Descriptor() ([]byte, []int) {
-	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{12}
+	return file_api_peerpb_peer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RequestBlocksResponse) GetBlockIds() []string {
@@ -915,7 +1014,11 @@ var File_api_peerpb_peer_proto protoreflect.FileDescriptor
 
 const file_api_peerpb_peer_proto_rawDesc = "" +
 	"\n" +
-	"\x15api/peerpb/peer.proto\x12\fqkms.peer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
+	"\x15api/peerpb/peer.proto\x12\fqkms.peer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"(\n" +
+	"\fEpochMessage\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\fR\amessage\"%\n" +
+	"\bEpochAck\x12\x19\n" +
+	"\bepoch_id\x18\x01 \x01(\tR\aepochId\"7\n" +
 	"\bBlockTag\x12\x19\n" +
 	"\bblock_id\x18\x01 \x01(\tR\ablockId\x12\x10\n" +
 	"\x03tag\x18\x02 \x01(\fR\x03tag\"B\n" +
@@ -929,7 +1032,7 @@ const file_api_peerpb_peer_proto_rawDesc = "" +
 	"\x05Range\x12\x19\n" +
 	"\bblock_id\x18\x01 \x01(\tR\ablockId\x12\x10\n" +
 	"\x03off\x18\x02 \x01(\x03R\x03off\x12\x10\n" +
-	"\x03len\x18\x03 \x01(\x03R\x03len\"\xe3\x02\n" +
+	"\x03len\x18\x03 \x01(\x03R\x03len\"\xf9\x02\n" +
 	"\vReservation\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x12\n" +
 	"\x04peer\x18\x02 \x01(\tR\x04peer\x12\x14\n" +
@@ -943,7 +1046,8 @@ const file_api_peerpb_peer_proto_rawDesc = "" +
 	"provenance\x122\n" +
 	"\x06issued\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x06issued\x124\n" +
 	"\aexpires\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"X\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x14\n" +
+	"\x05epoch\x18\v \x01(\tR\x05epoch\"X\n" +
 	"\x17PushReservationsRequest\x12=\n" +
 	"\freservations\x18\x01 \x03(\v2\x19.qkms.peer.v1.ReservationR\freservations\"k\n" +
 	"\x06Reject\x12\x15\n" +
@@ -978,12 +1082,15 @@ const file_api_peerpb_peer_proto_rawDesc = "" +
 	"\fRejectReason\x12\x1d\n" +
 	"\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19REJECT_REASON_RETRY_LATER\x10\x01\x12\x19\n" +
-	"\x15REJECT_REASON_INVALID\x10\x022\x80\x03\n" +
+	"\x15REJECT_REASON_INVALID\x10\x022\x8a\x04\n" +
 	"\x04Peer\x12X\n" +
 	"\rCompareBlocks\x12\".qkms.peer.v1.CompareBlocksRequest\x1a#.qkms.peer.v1.CompareBlocksResponse\x12a\n" +
 	"\x10PushReservations\x12%.qkms.peer.v1.PushReservationsRequest\x1a&.qkms.peer.v1.PushReservationsResponse\x12a\n" +
 	"\x10PullReservations\x12%.qkms.peer.v1.PullReservationsRequest\x1a&.qkms.peer.v1.PullReservationsResponse\x12X\n" +
-	"\rRequestBlocks\x12\".qkms.peer.v1.RequestBlocksRequest\x1a#.qkms.peer.v1.RequestBlocksResponseB!Z\x1fgithub.com/qkms/qkms/api/peerpbb\x06proto3"
+	"\rRequestBlocks\x12\".qkms.peer.v1.RequestBlocksRequest\x1a#.qkms.peer.v1.RequestBlocksResponse\x12D\n" +
+	"\n" +
+	"OfferEpoch\x12\x1a.qkms.peer.v1.EpochMessage\x1a\x1a.qkms.peer.v1.EpochMessage\x12B\n" +
+	"\fConfirmEpoch\x12\x1a.qkms.peer.v1.EpochMessage\x1a\x16.qkms.peer.v1.EpochAckB!Z\x1fgithub.com/qkms/qkms/api/peerpbb\x06proto3"
 
 var (
 	file_api_peerpb_peer_proto_rawDescOnce sync.Once
@@ -998,48 +1105,54 @@ func file_api_peerpb_peer_proto_rawDescGZIP() []byte {
 }
 
 var file_api_peerpb_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_peerpb_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_api_peerpb_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_api_peerpb_peer_proto_goTypes = []any{
 	(Verdict)(0),                     // 0: qkms.peer.v1.Verdict
 	(Provenance)(0),                  // 1: qkms.peer.v1.Provenance
 	(RejectReason)(0),                // 2: qkms.peer.v1.RejectReason
-	(*BlockTag)(nil),                 // 3: qkms.peer.v1.BlockTag
-	(*CompareBlocksRequest)(nil),     // 4: qkms.peer.v1.CompareBlocksRequest
-	(*BlockVerdict)(nil),             // 5: qkms.peer.v1.BlockVerdict
-	(*CompareBlocksResponse)(nil),    // 6: qkms.peer.v1.CompareBlocksResponse
-	(*Range)(nil),                    // 7: qkms.peer.v1.Range
-	(*Reservation)(nil),              // 8: qkms.peer.v1.Reservation
-	(*PushReservationsRequest)(nil),  // 9: qkms.peer.v1.PushReservationsRequest
-	(*Reject)(nil),                   // 10: qkms.peer.v1.Reject
-	(*PushReservationsResponse)(nil), // 11: qkms.peer.v1.PushReservationsResponse
-	(*PullReservationsRequest)(nil),  // 12: qkms.peer.v1.PullReservationsRequest
-	(*PullReservationsResponse)(nil), // 13: qkms.peer.v1.PullReservationsResponse
-	(*RequestBlocksRequest)(nil),     // 14: qkms.peer.v1.RequestBlocksRequest
-	(*RequestBlocksResponse)(nil),    // 15: qkms.peer.v1.RequestBlocksResponse
-	(*timestamppb.Timestamp)(nil),    // 16: google.protobuf.Timestamp
+	(*EpochMessage)(nil),             // 3: qkms.peer.v1.EpochMessage
+	(*EpochAck)(nil),                 // 4: qkms.peer.v1.EpochAck
+	(*BlockTag)(nil),                 // 5: qkms.peer.v1.BlockTag
+	(*CompareBlocksRequest)(nil),     // 6: qkms.peer.v1.CompareBlocksRequest
+	(*BlockVerdict)(nil),             // 7: qkms.peer.v1.BlockVerdict
+	(*CompareBlocksResponse)(nil),    // 8: qkms.peer.v1.CompareBlocksResponse
+	(*Range)(nil),                    // 9: qkms.peer.v1.Range
+	(*Reservation)(nil),              // 10: qkms.peer.v1.Reservation
+	(*PushReservationsRequest)(nil),  // 11: qkms.peer.v1.PushReservationsRequest
+	(*Reject)(nil),                   // 12: qkms.peer.v1.Reject
+	(*PushReservationsResponse)(nil), // 13: qkms.peer.v1.PushReservationsResponse
+	(*PullReservationsRequest)(nil),  // 14: qkms.peer.v1.PullReservationsRequest
+	(*PullReservationsResponse)(nil), // 15: qkms.peer.v1.PullReservationsResponse
+	(*RequestBlocksRequest)(nil),     // 16: qkms.peer.v1.RequestBlocksRequest
+	(*RequestBlocksResponse)(nil),    // 17: qkms.peer.v1.RequestBlocksResponse
+	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
 }
 var file_api_peerpb_peer_proto_depIdxs = []int32{
-	3,  // 0: qkms.peer.v1.CompareBlocksRequest.tags:type_name -> qkms.peer.v1.BlockTag
+	5,  // 0: qkms.peer.v1.CompareBlocksRequest.tags:type_name -> qkms.peer.v1.BlockTag
 	0,  // 1: qkms.peer.v1.BlockVerdict.verdict:type_name -> qkms.peer.v1.Verdict
-	5,  // 2: qkms.peer.v1.CompareBlocksResponse.verdicts:type_name -> qkms.peer.v1.BlockVerdict
-	7,  // 3: qkms.peer.v1.Reservation.ranges:type_name -> qkms.peer.v1.Range
+	7,  // 2: qkms.peer.v1.CompareBlocksResponse.verdicts:type_name -> qkms.peer.v1.BlockVerdict
+	9,  // 3: qkms.peer.v1.Reservation.ranges:type_name -> qkms.peer.v1.Range
 	1,  // 4: qkms.peer.v1.Reservation.provenance:type_name -> qkms.peer.v1.Provenance
-	16, // 5: qkms.peer.v1.Reservation.issued:type_name -> google.protobuf.Timestamp
-	16, // 6: qkms.peer.v1.Reservation.expires:type_name -> google.protobuf.Timestamp
-	8,  // 7: qkms.peer.v1.PushReservationsRequest.reservations:type_name -> qkms.peer.v1.Reservation
+	18, // 5: qkms.peer.v1.Reservation.issued:type_name -> google.protobuf.Timestamp
+	18, // 6: qkms.peer.v1.Reservation.expires:type_name -> google.protobuf.Timestamp
+	10, // 7: qkms.peer.v1.PushReservationsRequest.reservations:type_name -> qkms.peer.v1.Reservation
 	2,  // 8: qkms.peer.v1.Reject.reason:type_name -> qkms.peer.v1.RejectReason
-	10, // 9: qkms.peer.v1.PushReservationsResponse.rejected:type_name -> qkms.peer.v1.Reject
-	8,  // 10: qkms.peer.v1.PullReservationsResponse.reservations:type_name -> qkms.peer.v1.Reservation
-	4,  // 11: qkms.peer.v1.Peer.CompareBlocks:input_type -> qkms.peer.v1.CompareBlocksRequest
-	9,  // 12: qkms.peer.v1.Peer.PushReservations:input_type -> qkms.peer.v1.PushReservationsRequest
-	12, // 13: qkms.peer.v1.Peer.PullReservations:input_type -> qkms.peer.v1.PullReservationsRequest
-	14, // 14: qkms.peer.v1.Peer.RequestBlocks:input_type -> qkms.peer.v1.RequestBlocksRequest
-	6,  // 15: qkms.peer.v1.Peer.CompareBlocks:output_type -> qkms.peer.v1.CompareBlocksResponse
-	11, // 16: qkms.peer.v1.Peer.PushReservations:output_type -> qkms.peer.v1.PushReservationsResponse
-	13, // 17: qkms.peer.v1.Peer.PullReservations:output_type -> qkms.peer.v1.PullReservationsResponse
-	15, // 18: qkms.peer.v1.Peer.RequestBlocks:output_type -> qkms.peer.v1.RequestBlocksResponse
-	15, // [15:19] is the sub-list for method output_type
-	11, // [11:15] is the sub-list for method input_type
+	12, // 9: qkms.peer.v1.PushReservationsResponse.rejected:type_name -> qkms.peer.v1.Reject
+	10, // 10: qkms.peer.v1.PullReservationsResponse.reservations:type_name -> qkms.peer.v1.Reservation
+	6,  // 11: qkms.peer.v1.Peer.CompareBlocks:input_type -> qkms.peer.v1.CompareBlocksRequest
+	11, // 12: qkms.peer.v1.Peer.PushReservations:input_type -> qkms.peer.v1.PushReservationsRequest
+	14, // 13: qkms.peer.v1.Peer.PullReservations:input_type -> qkms.peer.v1.PullReservationsRequest
+	16, // 14: qkms.peer.v1.Peer.RequestBlocks:input_type -> qkms.peer.v1.RequestBlocksRequest
+	3,  // 15: qkms.peer.v1.Peer.OfferEpoch:input_type -> qkms.peer.v1.EpochMessage
+	3,  // 16: qkms.peer.v1.Peer.ConfirmEpoch:input_type -> qkms.peer.v1.EpochMessage
+	8,  // 17: qkms.peer.v1.Peer.CompareBlocks:output_type -> qkms.peer.v1.CompareBlocksResponse
+	13, // 18: qkms.peer.v1.Peer.PushReservations:output_type -> qkms.peer.v1.PushReservationsResponse
+	15, // 19: qkms.peer.v1.Peer.PullReservations:output_type -> qkms.peer.v1.PullReservationsResponse
+	17, // 20: qkms.peer.v1.Peer.RequestBlocks:output_type -> qkms.peer.v1.RequestBlocksResponse
+	3,  // 21: qkms.peer.v1.Peer.OfferEpoch:output_type -> qkms.peer.v1.EpochMessage
+	4,  // 22: qkms.peer.v1.Peer.ConfirmEpoch:output_type -> qkms.peer.v1.EpochAck
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1056,7 +1169,7 @@ func file_api_peerpb_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_peerpb_peer_proto_rawDesc), len(file_api_peerpb_peer_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

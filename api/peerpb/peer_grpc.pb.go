@@ -39,6 +39,8 @@ const (
 	Peer_PushReservations_FullMethodName = "/qkms.peer.v1.Peer/PushReservations"
 	Peer_PullReservations_FullMethodName = "/qkms.peer.v1.Peer/PullReservations"
 	Peer_RequestBlocks_FullMethodName    = "/qkms.peer.v1.Peer/RequestBlocks"
+	Peer_OfferEpoch_FullMethodName       = "/qkms.peer.v1.Peer/OfferEpoch"
+	Peer_ConfirmEpoch_FullMethodName     = "/qkms.peer.v1.Peer/ConfirmEpoch"
 )
 
 // PeerClient is the client API for Peer service.
@@ -62,6 +64,15 @@ type PeerClient interface {
 	// faster. Idempotent: the responder records the outcome under request_id and answers a
 	// repeated request_id with the same blocks instead of transferring more.
 	RequestBlocks(ctx context.Context, in *RequestBlocksRequest, opts ...grpc.CallOption) (*RequestBlocksResponse, error)
+	// OfferEpoch starts a post-quantum epoch (package pq): the caller, the site whose KME ID
+	// sorts first, sends its X-Wing offer; the answer is the responder's reply (ciphertext and
+	// confirmation tag). Nothing is recorded yet.
+	OfferEpoch(ctx context.Context, in *EpochMessage, opts ...grpc.CallOption) (*EpochMessage, error)
+	// ConfirmEpoch sends the initiator's confirmation tag. The responder records the epoch in
+	// its replicated state only if the tag verifies, then answers; the initiator records it
+	// only after that answer, so neither side derives keys from an epoch the other lacks.
+	// A confirmation that does not verify is FAILED_PRECONDITION and yields no epoch.
+	ConfirmEpoch(ctx context.Context, in *EpochMessage, opts ...grpc.CallOption) (*EpochAck, error)
 }
 
 type peerClient struct {
@@ -112,6 +123,26 @@ func (c *peerClient) RequestBlocks(ctx context.Context, in *RequestBlocksRequest
 	return out, nil
 }
 
+func (c *peerClient) OfferEpoch(ctx context.Context, in *EpochMessage, opts ...grpc.CallOption) (*EpochMessage, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EpochMessage)
+	err := c.cc.Invoke(ctx, Peer_OfferEpoch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) ConfirmEpoch(ctx context.Context, in *EpochMessage, opts ...grpc.CallOption) (*EpochAck, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EpochAck)
+	err := c.cc.Invoke(ctx, Peer_ConfirmEpoch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -133,6 +164,15 @@ type PeerServer interface {
 	// faster. Idempotent: the responder records the outcome under request_id and answers a
 	// repeated request_id with the same blocks instead of transferring more.
 	RequestBlocks(context.Context, *RequestBlocksRequest) (*RequestBlocksResponse, error)
+	// OfferEpoch starts a post-quantum epoch (package pq): the caller, the site whose KME ID
+	// sorts first, sends its X-Wing offer; the answer is the responder's reply (ciphertext and
+	// confirmation tag). Nothing is recorded yet.
+	OfferEpoch(context.Context, *EpochMessage) (*EpochMessage, error)
+	// ConfirmEpoch sends the initiator's confirmation tag. The responder records the epoch in
+	// its replicated state only if the tag verifies, then answers; the initiator records it
+	// only after that answer, so neither side derives keys from an epoch the other lacks.
+	// A confirmation that does not verify is FAILED_PRECONDITION and yields no epoch.
+	ConfirmEpoch(context.Context, *EpochMessage) (*EpochAck, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -154,6 +194,12 @@ func (UnimplementedPeerServer) PullReservations(context.Context, *PullReservatio
 }
 func (UnimplementedPeerServer) RequestBlocks(context.Context, *RequestBlocksRequest) (*RequestBlocksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RequestBlocks not implemented")
+}
+func (UnimplementedPeerServer) OfferEpoch(context.Context, *EpochMessage) (*EpochMessage, error) {
+	return nil, status.Error(codes.Unimplemented, "method OfferEpoch not implemented")
+}
+func (UnimplementedPeerServer) ConfirmEpoch(context.Context, *EpochMessage) (*EpochAck, error) {
+	return nil, status.Error(codes.Unimplemented, "method ConfirmEpoch not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -248,6 +294,42 @@ func _Peer_RequestBlocks_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_OfferEpoch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EpochMessage)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).OfferEpoch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_OfferEpoch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).OfferEpoch(ctx, req.(*EpochMessage))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_ConfirmEpoch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EpochMessage)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).ConfirmEpoch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_ConfirmEpoch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).ConfirmEpoch(ctx, req.(*EpochMessage))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -270,6 +352,14 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RequestBlocks",
 			Handler:    _Peer_RequestBlocks_Handler,
+		},
+		{
+			MethodName: "OfferEpoch",
+			Handler:    _Peer_OfferEpoch_Handler,
+		},
+		{
+			MethodName: "ConfirmEpoch",
+			Handler:    _Peer_ConfirmEpoch_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
