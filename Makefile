@@ -1,7 +1,7 @@
 # qkms build and test targets. CI runs README's test command through .ci/run, not make.
 GO ?= go
 
-.PHONY: test build demo bench proto fuzz-short fuzz-long images deploy-config
+.PHONY: test build demo bench proto fuzz-short fuzz-long faults-long memflat images deploy-config
 
 test:
 	$(GO) test -count=1 -timeout 30m ./...
@@ -31,3 +31,19 @@ images:
 # Certificates, master keys and node configs of deploy/compose.yaml, into deploy/generated.
 deploy-config:
 	$(GO) run ./cmd/qkms deploy-config --dir deploy/generated --nodes 3
+
+# Fuzz every Fuzz target: a short pass (CI runs it) and a long one.
+fuzz-short:
+	sh tools/fuzz.sh -t 5s
+
+fuzz-long:
+	sh tools/fuzz.sh -t 5m
+
+# The fault harness (faulttest/) for 50 seeded runs: kills, partitions, pauses, snapshot
+# installs and peer-channel cuts under load, checked with porcupine. Several hours.
+faults-long:
+	QKMS_FAULT_RUNS=50 QKMS_FAULT_SNAPSHOT_WAIT=300 $(GO) test -count=1 -timeout 0 -run TestFaults -v ./faulttest/
+
+# Resident memory of a site at 10^4 and 10^7 stored keys (docs/benchmarks.md).
+memflat:
+	QKMS_MEMFLAT=1 $(GO) test -count=1 -run TestMemoryFlat -v ./site/
