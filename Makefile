@@ -34,10 +34,10 @@ deploy-config:
 
 # Fuzz every Fuzz target: a short pass (CI runs it) and a long one.
 fuzz-short:
-	sh tools/fuzz.sh -t 5s
+	bash tools/fuzz.sh -t 5s
 
 fuzz-long:
-	sh tools/fuzz.sh -t 5m
+	bash tools/fuzz.sh -t 5m
 
 # The fault harness (faulttest/) for 50 seeded runs: kills, partitions, pauses, snapshot
 # installs and peer-channel cuts under load, checked with porcupine. Several hours.
