@@ -132,3 +132,14 @@ func (s adminService) Zeroize(ctx context.Context, req *keyspb.ZeroizeRequest) (
 	s.n.log.Warn("pool zeroized", "peer", peer, "by", id.ID, "blocks", len(res.Zeroized), "keys_voided", len(res.Expired))
 	return &keyspb.ZeroizeResponse{BlocksErased: int64(len(res.Zeroized)), KeysVoided: int64(len(res.Expired))}, nil
 }
+
+// SetLinkPaused pauses (or resumes) the issuing of QKD key on the link with peerKME through
+// the replicated log, so every node of the site agrees; policies that allow pqc keep serving
+// from the PQ epoch meanwhile. actor and reason go to the audit trail.
+func (n *Node) SetLinkPaused(ctx context.Context, peerKME string, paused bool, actor, reason string) error {
+	if actor == "" {
+		actor = "local"
+	}
+	_, err := n.propose(ctx, &kms.Command{Link: &kms.LinkCmd{Peer: peerKME, Paused: paused, Actor: actor, Reason: reason}})
+	return err
+}
