@@ -143,3 +143,43 @@ func (n *Node) SetLinkPaused(ctx context.Context, peerKME string, paused bool, a
 	_, err := n.propose(ctx, &kms.Command{Link: &kms.LinkCmd{Peer: peerKME, Paused: paused, Actor: actor, Reason: reason}})
 	return err
 }
+
+// PauseLink stops the issuing of QKD key on the link with a peer (kms.LinkCmd).
+func (s adminService) PauseLink(ctx context.Context, req *keyspb.LinkRequest) (*keyspb.LinkResponse, error) {
+	return s.setLink(ctx, req, true)
+}
+
+// ResumeLink resumes the issuing of QKD key on the link with a peer.
+func (s adminService) ResumeLink(ctx context.Context, req *keyspb.LinkRequest) (*keyspb.LinkResponse, error) {
+	return s.setLink(ctx, req, false)
+}
+
+func (s adminService) setLink(ctx context.Context, req *keyspb.LinkRequest, paused bool) (*keyspb.LinkResponse, error) {
+	if err := s.requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	id, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	peer := req.GetPeerKmeId()
+	if err := pki.CheckID(peer); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "peer_kme_id: %v", err)
+	}
+	known := false
+	for _, p := range s.n.cfg.Peers {
+		known = known || p.KMEID == peer
+	}
+	if !known {
+		return nil, status.Errorf(codes.NotFound, "%s has no link with %q; see `qkmsctl links`", s.n.cfg.KMEID, peer)
+	}
+	switch err := s.n.SetLinkPaused(ctx, peer, paused, id.ID, req.GetReason()); {
+	case err == nil:
+	case errors.Is(err, kms.ErrBadRequest):
+		return nil, status.Error(codes.InvalidArgument, kms.Message(err))
+	default:
+		return nil, status.Errorf(codes.Unavailable, "not confirmed (%v); retry", err)
+	}
+	s.n.log.Warn("link pause changed", "peer", peer, "paused", paused, "by", id.ID)
+	return &keyspb.LinkResponse{Paused: paused}, nil
+}

@@ -2142,6 +2142,102 @@ func (x *ZeroizeResponse) GetKeysVoided() int64 {
 	return 0
 }
 
+type LinkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PeerKmeId     string                 `protobuf:"bytes,1,opt,name=peer_kme_id,json=peerKmeId,proto3" json:"peer_kme_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"` // recorded in the audit trail
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkRequest) Reset() {
+	*x = LinkRequest{}
+	mi := &file_api_keyspb_keys_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkRequest) ProtoMessage() {}
+
+func (x *LinkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_keyspb_keys_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkRequest.ProtoReflect.Descriptor instead.
+func (*LinkRequest) Descriptor() ([]byte, []int) {
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *LinkRequest) GetPeerKmeId() string {
+	if x != nil {
+		return x.PeerKmeId
+	}
+	return ""
+}
+
+func (x *LinkRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type LinkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Paused        bool                   `protobuf:"varint,1,opt,name=paused,proto3" json:"paused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkResponse) Reset() {
+	*x = LinkResponse{}
+	mi := &file_api_keyspb_keys_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkResponse) ProtoMessage() {}
+
+func (x *LinkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_keyspb_keys_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkResponse.ProtoReflect.Descriptor instead.
+func (*LinkResponse) Descriptor() ([]byte, []int) {
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *LinkResponse) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
 type SnapshotRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2150,7 +2246,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[35]
+	mi := &file_api_keyspb_keys_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2258,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[35]
+	mi := &file_api_keyspb_keys_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2271,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{35}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{37}
 }
 
 type SnapshotResponse struct {
@@ -2188,7 +2284,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_api_keyspb_keys_proto_msgTypes[36]
+	mi := &file_api_keyspb_keys_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2296,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_keyspb_keys_proto_msgTypes[36]
+	mi := &file_api_keyspb_keys_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2309,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{36}
+	return file_api_keyspb_keys_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SnapshotResponse) GetIndex() uint64 {
@@ -2387,7 +2483,12 @@ const file_api_keyspb_keys_proto_rawDesc = "" +
 	"\x0fZeroizeResponse\x12#\n" +
 	"\rblocks_erased\x18\x01 \x01(\x03R\fblocksErased\x12\x1f\n" +
 	"\vkeys_voided\x18\x02 \x01(\x03R\n" +
-	"keysVoided\"\x11\n" +
+	"keysVoided\"E\n" +
+	"\vLinkRequest\x12\x1e\n" +
+	"\vpeer_kme_id\x18\x01 \x01(\tR\tpeerKmeId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"&\n" +
+	"\fLinkResponse\x12\x16\n" +
+	"\x06paused\x18\x01 \x01(\bR\x06paused\"\x11\n" +
 	"\x0fSnapshotRequest\"<\n" +
 	"\x10SnapshotResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
@@ -2405,7 +2506,7 @@ const file_api_keyspb_keys_proto_rawDesc = "" +
 	"\n" +
 	"StreamKeys\x12\x1a.qkms.v1.StreamKeysRequest\x1a\x14.qkms.v1.StreamedKey0\x01\x12@\n" +
 	"\n" +
-	"FollowKeys\x12\x1a.qkms.v1.FollowKeysRequest\x1a\x14.qkms.v1.StreamedKey0\x012\xb1\x06\n" +
+	"FollowKeys\x12\x1a.qkms.v1.FollowKeysRequest\x1a\x14.qkms.v1.StreamedKey0\x012\xa6\a\n" +
 	"\x05Admin\x12N\n" +
 	"\rClusterStatus\x12\x1d.qkms.v1.ClusterStatusRequest\x1a\x1e.qkms.v1.ClusterStatusResponse\x12B\n" +
 	"\tListPools\x12\x19.qkms.v1.ListPoolsRequest\x1a\x1a.qkms.v1.ListPoolsResponse\x12B\n" +
@@ -2416,7 +2517,10 @@ const file_api_keyspb_keys_proto_rawDesc = "" +
 	"\n" +
 	"QueryAudit\x12\x1a.qkms.v1.QueryAuditRequest\x1a\x13.qkms.v1.AuditEntry0\x01\x12A\n" +
 	"\vExportAudit\x12\x1b.qkms.v1.ExportAuditRequest\x1a\x13.qkms.v1.AuditChunk0\x01\x12<\n" +
-	"\aZeroize\x12\x17.qkms.v1.ZeroizeRequest\x1a\x18.qkms.v1.ZeroizeResponse\x12?\n" +
+	"\aZeroize\x12\x17.qkms.v1.ZeroizeRequest\x1a\x18.qkms.v1.ZeroizeResponse\x128\n" +
+	"\tPauseLink\x12\x14.qkms.v1.LinkRequest\x1a\x15.qkms.v1.LinkResponse\x129\n" +
+	"\n" +
+	"ResumeLink\x12\x14.qkms.v1.LinkRequest\x1a\x15.qkms.v1.LinkResponse\x12?\n" +
 	"\bSnapshot\x12\x18.qkms.v1.SnapshotRequest\x1a\x19.qkms.v1.SnapshotResponse\x12?\n" +
 	"\bJoinNode\x12\x18.qkms.v1.JoinNodeRequest\x1a\x19.qkms.v1.JoinNodeResponse\x12E\n" +
 	"\n" +
@@ -2436,7 +2540,7 @@ func file_api_keyspb_keys_proto_rawDescGZIP() []byte {
 }
 
 var file_api_keyspb_keys_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_keyspb_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_api_keyspb_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_api_keyspb_keys_proto_goTypes = []any{
 	(Provenance)(0),               // 0: qkms.v1.Provenance
 	(*GetStatusRequest)(nil),      // 1: qkms.v1.GetStatusRequest
@@ -2474,28 +2578,30 @@ var file_api_keyspb_keys_proto_goTypes = []any{
 	(*AuditChunk)(nil),            // 33: qkms.v1.AuditChunk
 	(*ZeroizeRequest)(nil),        // 34: qkms.v1.ZeroizeRequest
 	(*ZeroizeResponse)(nil),       // 35: qkms.v1.ZeroizeResponse
-	(*SnapshotRequest)(nil),       // 36: qkms.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),      // 37: qkms.v1.SnapshotResponse
-	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
+	(*LinkRequest)(nil),           // 36: qkms.v1.LinkRequest
+	(*LinkResponse)(nil),          // 37: qkms.v1.LinkResponse
+	(*SnapshotRequest)(nil),       // 38: qkms.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),      // 39: qkms.v1.SnapshotResponse
+	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 41: google.protobuf.Duration
 }
 var file_api_keyspb_keys_proto_depIdxs = []int32{
 	0,  // 0: qkms.v1.Key.provenance:type_name -> qkms.v1.Provenance
-	38, // 1: qkms.v1.Key.expires:type_name -> google.protobuf.Timestamp
+	40, // 1: qkms.v1.Key.expires:type_name -> google.protobuf.Timestamp
 	5,  // 2: qkms.v1.KeyContainer.keys:type_name -> qkms.v1.Key
-	39, // 3: qkms.v1.StreamKeysRequest.ttl:type_name -> google.protobuf.Duration
+	41, // 3: qkms.v1.StreamKeysRequest.ttl:type_name -> google.protobuf.Duration
 	0,  // 4: qkms.v1.StreamKeysRequest.min_provenance:type_name -> qkms.v1.Provenance
 	5,  // 5: qkms.v1.StreamedKey.key:type_name -> qkms.v1.Key
 	17, // 6: qkms.v1.ClusterStatusResponse.members:type_name -> qkms.v1.Member
 	20, // 7: qkms.v1.ListPoolsResponse.pools:type_name -> qkms.v1.Pool
-	38, // 8: qkms.v1.Link.last_block:type_name -> google.protobuf.Timestamp
+	40, // 8: qkms.v1.Link.last_block:type_name -> google.protobuf.Timestamp
 	23, // 9: qkms.v1.ListLinksResponse.links:type_name -> qkms.v1.Link
 	26, // 10: qkms.v1.ListSAEsResponse.saes:type_name -> qkms.v1.SAE
 	0,  // 11: qkms.v1.KeyInfo.provenance:type_name -> qkms.v1.Provenance
-	38, // 12: qkms.v1.KeyInfo.issued:type_name -> google.protobuf.Timestamp
-	38, // 13: qkms.v1.KeyInfo.expires:type_name -> google.protobuf.Timestamp
-	38, // 14: qkms.v1.QueryAuditRequest.since:type_name -> google.protobuf.Timestamp
-	38, // 15: qkms.v1.QueryAuditRequest.until:type_name -> google.protobuf.Timestamp
+	40, // 12: qkms.v1.KeyInfo.issued:type_name -> google.protobuf.Timestamp
+	40, // 13: qkms.v1.KeyInfo.expires:type_name -> google.protobuf.Timestamp
+	40, // 14: qkms.v1.QueryAuditRequest.since:type_name -> google.protobuf.Timestamp
+	40, // 15: qkms.v1.QueryAuditRequest.until:type_name -> google.protobuf.Timestamp
 	1,  // 16: qkms.v1.KeyDelivery.GetStatus:input_type -> qkms.v1.GetStatusRequest
 	3,  // 17: qkms.v1.KeyDelivery.GetKey:input_type -> qkms.v1.GetKeyRequest
 	4,  // 18: qkms.v1.KeyDelivery.GetKeyWithIDs:input_type -> qkms.v1.GetKeyWithIDsRequest
@@ -2509,29 +2615,33 @@ var file_api_keyspb_keys_proto_depIdxs = []int32{
 	30, // 26: qkms.v1.Admin.QueryAudit:input_type -> qkms.v1.QueryAuditRequest
 	32, // 27: qkms.v1.Admin.ExportAudit:input_type -> qkms.v1.ExportAuditRequest
 	34, // 28: qkms.v1.Admin.Zeroize:input_type -> qkms.v1.ZeroizeRequest
-	36, // 29: qkms.v1.Admin.Snapshot:input_type -> qkms.v1.SnapshotRequest
-	10, // 30: qkms.v1.Admin.JoinNode:input_type -> qkms.v1.JoinNodeRequest
-	12, // 31: qkms.v1.Admin.RemoveNode:input_type -> qkms.v1.RemoveNodeRequest
-	14, // 32: qkms.v1.Admin.StateDigest:input_type -> qkms.v1.StateDigestRequest
-	2,  // 33: qkms.v1.KeyDelivery.GetStatus:output_type -> qkms.v1.Status
-	6,  // 34: qkms.v1.KeyDelivery.GetKey:output_type -> qkms.v1.KeyContainer
-	6,  // 35: qkms.v1.KeyDelivery.GetKeyWithIDs:output_type -> qkms.v1.KeyContainer
-	9,  // 36: qkms.v1.KeyDelivery.StreamKeys:output_type -> qkms.v1.StreamedKey
-	9,  // 37: qkms.v1.KeyDelivery.FollowKeys:output_type -> qkms.v1.StreamedKey
-	18, // 38: qkms.v1.Admin.ClusterStatus:output_type -> qkms.v1.ClusterStatusResponse
-	21, // 39: qkms.v1.Admin.ListPools:output_type -> qkms.v1.ListPoolsResponse
-	24, // 40: qkms.v1.Admin.ListLinks:output_type -> qkms.v1.ListLinksResponse
-	27, // 41: qkms.v1.Admin.ListSAEs:output_type -> qkms.v1.ListSAEsResponse
-	29, // 42: qkms.v1.Admin.GetKeyInfo:output_type -> qkms.v1.KeyInfo
-	31, // 43: qkms.v1.Admin.QueryAudit:output_type -> qkms.v1.AuditEntry
-	33, // 44: qkms.v1.Admin.ExportAudit:output_type -> qkms.v1.AuditChunk
-	35, // 45: qkms.v1.Admin.Zeroize:output_type -> qkms.v1.ZeroizeResponse
-	37, // 46: qkms.v1.Admin.Snapshot:output_type -> qkms.v1.SnapshotResponse
-	11, // 47: qkms.v1.Admin.JoinNode:output_type -> qkms.v1.JoinNodeResponse
-	13, // 48: qkms.v1.Admin.RemoveNode:output_type -> qkms.v1.RemoveNodeResponse
-	15, // 49: qkms.v1.Admin.StateDigest:output_type -> qkms.v1.StateDigestResponse
-	33, // [33:50] is the sub-list for method output_type
-	16, // [16:33] is the sub-list for method input_type
+	36, // 29: qkms.v1.Admin.PauseLink:input_type -> qkms.v1.LinkRequest
+	36, // 30: qkms.v1.Admin.ResumeLink:input_type -> qkms.v1.LinkRequest
+	38, // 31: qkms.v1.Admin.Snapshot:input_type -> qkms.v1.SnapshotRequest
+	10, // 32: qkms.v1.Admin.JoinNode:input_type -> qkms.v1.JoinNodeRequest
+	12, // 33: qkms.v1.Admin.RemoveNode:input_type -> qkms.v1.RemoveNodeRequest
+	14, // 34: qkms.v1.Admin.StateDigest:input_type -> qkms.v1.StateDigestRequest
+	2,  // 35: qkms.v1.KeyDelivery.GetStatus:output_type -> qkms.v1.Status
+	6,  // 36: qkms.v1.KeyDelivery.GetKey:output_type -> qkms.v1.KeyContainer
+	6,  // 37: qkms.v1.KeyDelivery.GetKeyWithIDs:output_type -> qkms.v1.KeyContainer
+	9,  // 38: qkms.v1.KeyDelivery.StreamKeys:output_type -> qkms.v1.StreamedKey
+	9,  // 39: qkms.v1.KeyDelivery.FollowKeys:output_type -> qkms.v1.StreamedKey
+	18, // 40: qkms.v1.Admin.ClusterStatus:output_type -> qkms.v1.ClusterStatusResponse
+	21, // 41: qkms.v1.Admin.ListPools:output_type -> qkms.v1.ListPoolsResponse
+	24, // 42: qkms.v1.Admin.ListLinks:output_type -> qkms.v1.ListLinksResponse
+	27, // 43: qkms.v1.Admin.ListSAEs:output_type -> qkms.v1.ListSAEsResponse
+	29, // 44: qkms.v1.Admin.GetKeyInfo:output_type -> qkms.v1.KeyInfo
+	31, // 45: qkms.v1.Admin.QueryAudit:output_type -> qkms.v1.AuditEntry
+	33, // 46: qkms.v1.Admin.ExportAudit:output_type -> qkms.v1.AuditChunk
+	35, // 47: qkms.v1.Admin.Zeroize:output_type -> qkms.v1.ZeroizeResponse
+	37, // 48: qkms.v1.Admin.PauseLink:output_type -> qkms.v1.LinkResponse
+	37, // 49: qkms.v1.Admin.ResumeLink:output_type -> qkms.v1.LinkResponse
+	39, // 50: qkms.v1.Admin.Snapshot:output_type -> qkms.v1.SnapshotResponse
+	11, // 51: qkms.v1.Admin.JoinNode:output_type -> qkms.v1.JoinNodeResponse
+	13, // 52: qkms.v1.Admin.RemoveNode:output_type -> qkms.v1.RemoveNodeResponse
+	15, // 53: qkms.v1.Admin.StateDigest:output_type -> qkms.v1.StateDigestResponse
+	35, // [35:54] is the sub-list for method output_type
+	16, // [16:35] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -2548,7 +2658,7 @@ func file_api_keyspb_keys_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_keyspb_keys_proto_rawDesc), len(file_api_keyspb_keys_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -322,6 +322,8 @@ const (
 	Admin_QueryAudit_FullMethodName    = "/qkms.v1.Admin/QueryAudit"
 	Admin_ExportAudit_FullMethodName   = "/qkms.v1.Admin/ExportAudit"
 	Admin_Zeroize_FullMethodName       = "/qkms.v1.Admin/Zeroize"
+	Admin_PauseLink_FullMethodName     = "/qkms.v1.Admin/PauseLink"
+	Admin_ResumeLink_FullMethodName    = "/qkms.v1.Admin/ResumeLink"
 	Admin_Snapshot_FullMethodName      = "/qkms.v1.Admin/Snapshot"
 	Admin_JoinNode_FullMethodName      = "/qkms.v1.Admin/JoinNode"
 	Admin_RemoveNode_FullMethodName    = "/qkms.v1.Admin/RemoveNode"
@@ -343,6 +345,11 @@ type AdminClient interface {
 	QueryAudit(ctx context.Context, in *QueryAuditRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AuditEntry], error)
 	ExportAudit(ctx context.Context, in *ExportAuditRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AuditChunk], error)
 	Zeroize(ctx context.Context, in *ZeroizeRequest, opts ...grpc.CallOption) (*ZeroizeResponse, error)
+	// PauseLink stops issuing QKD key on the link with a peer site (replicated, audited); pairs
+	// whose policy is pqc-fallback get pqc keys meanwhile, qkd-only and hybrid pairs get 503.
+	PauseLink(ctx context.Context, in *LinkRequest, opts ...grpc.CallOption) (*LinkResponse, error)
+	// ResumeLink undoes PauseLink.
+	ResumeLink(ctx context.Context, in *LinkRequest, opts ...grpc.CallOption) (*LinkResponse, error)
 	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (*SnapshotResponse, error)
 	// JoinNode adds a node to this site's raft cluster. Besides admins, a node of the same site
 	// (a KME certificate naming this KME_ID) may ask to join itself.
@@ -459,6 +466,26 @@ func (c *adminClient) Zeroize(ctx context.Context, in *ZeroizeRequest, opts ...g
 	return out, nil
 }
 
+func (c *adminClient) PauseLink(ctx context.Context, in *LinkRequest, opts ...grpc.CallOption) (*LinkResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LinkResponse)
+	err := c.cc.Invoke(ctx, Admin_PauseLink_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ResumeLink(ctx context.Context, in *LinkRequest, opts ...grpc.CallOption) (*LinkResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LinkResponse)
+	err := c.cc.Invoke(ctx, Admin_ResumeLink_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (*SnapshotResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SnapshotResponse)
@@ -514,6 +541,11 @@ type AdminServer interface {
 	QueryAudit(*QueryAuditRequest, grpc.ServerStreamingServer[AuditEntry]) error
 	ExportAudit(*ExportAuditRequest, grpc.ServerStreamingServer[AuditChunk]) error
 	Zeroize(context.Context, *ZeroizeRequest) (*ZeroizeResponse, error)
+	// PauseLink stops issuing QKD key on the link with a peer site (replicated, audited); pairs
+	// whose policy is pqc-fallback get pqc keys meanwhile, qkd-only and hybrid pairs get 503.
+	PauseLink(context.Context, *LinkRequest) (*LinkResponse, error)
+	// ResumeLink undoes PauseLink.
+	ResumeLink(context.Context, *LinkRequest) (*LinkResponse, error)
 	Snapshot(context.Context, *SnapshotRequest) (*SnapshotResponse, error)
 	// JoinNode adds a node to this site's raft cluster. Besides admins, a node of the same site
 	// (a KME certificate naming this KME_ID) may ask to join itself.
@@ -555,6 +587,12 @@ func (UnimplementedAdminServer) ExportAudit(*ExportAuditRequest, grpc.ServerStre
 }
 func (UnimplementedAdminServer) Zeroize(context.Context, *ZeroizeRequest) (*ZeroizeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Zeroize not implemented")
+}
+func (UnimplementedAdminServer) PauseLink(context.Context, *LinkRequest) (*LinkResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PauseLink not implemented")
+}
+func (UnimplementedAdminServer) ResumeLink(context.Context, *LinkRequest) (*LinkResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeLink not implemented")
 }
 func (UnimplementedAdminServer) Snapshot(context.Context, *SnapshotRequest) (*SnapshotResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Snapshot not implemented")
@@ -719,6 +757,42 @@ func _Admin_Zeroize_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_PauseLink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LinkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).PauseLink(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_PauseLink_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).PauseLink(ctx, req.(*LinkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ResumeLink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LinkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ResumeLink(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ResumeLink_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ResumeLink(ctx, req.(*LinkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_Snapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SnapshotRequest)
 	if err := dec(in); err != nil {
@@ -821,6 +895,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Zeroize",
 			Handler:    _Admin_Zeroize_Handler,
+		},
+		{
+			MethodName: "PauseLink",
+			Handler:    _Admin_PauseLink_Handler,
+		},
+		{
+			MethodName: "ResumeLink",
+			Handler:    _Admin_ResumeLink_Handler,
 		},
 		{
 			MethodName: "Snapshot",

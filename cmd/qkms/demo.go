@@ -65,6 +65,7 @@ func newDemoCmd() *cobra.Command {
 		seed     uint64
 		nodes    int
 		durable  string
+		policy   string
 	)
 	cmd := &cobra.Command{
 		Use:   "demo --dir DIR",
@@ -90,6 +91,7 @@ func newDemoCmd() *cobra.Command {
 				KMEs: [2]string{"KME-A", "KME-B"},
 				SAEs: [2][]string{{"SAE-A1", "SAE-A2"}, {"SAE-B1", "SAE-B2"}},
 				Link: &linkCfg, Logger: slog.Default(), NodesPerSite: nodes, Durability: durable,
+				DefaultPolicy: policy,
 			})
 			if err != nil {
 				return err
@@ -136,6 +138,7 @@ func newDemoCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&fast, "fast", false, "fill the pools as fast as the simulator runs instead of at the physical rate")
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "simulator seed")
 	cmd.Flags().IntVar(&nodes, "nodes", 1, "nodes per site (a raft cluster of 1, 3 or 5)")
+	cmd.Flags().StringVar(&policy, "policy", site.PolicyQKDOnly, "key policy of every SAE pair: qkd-only, hybrid or pqc-fallback")
 	cmd.Flags().StringVar(&durable, "durability", "fsync", "when writes are acknowledged: fsync (survives power loss) or os (survives process crashes)")
 	return cmd
 }

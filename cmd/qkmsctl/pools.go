@@ -64,17 +64,29 @@ func newLinksCmd(o *options) *cobra.Command {
 		},
 	}
 	for _, verb := range []string{"pause", "resume"} {
-		var peer string
+		var peer, reason string
 		sub := &cobra.Command{
 			Use:   verb + " --peer KME_ID",
-			Short: verb + " taking key from the link with a peer site (not supported yet: issue 6)",
+			Short: verb + " issuing QKD key on the link with a peer site (pqc-fallback pairs get pqc keys while paused)",
 			Args:  cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				// The Admin service has no RPC to pause a link yet; it arrives with the link
-				// management of issue 6. The command exists so scripts and completion are stable.
-				return fmt.Errorf("links %s: %w (it arrives with issue 6); to stop using the link's key now, run `qkmsctl zeroize --peer %s`", verb, errNotSupported, peer)
+				return o.run(cmd, func(ctx context.Context, a keyspb.AdminClient) error {
+					req := &keyspb.LinkRequest{PeerKmeId: peer, Reason: reason}
+					var err error
+					if verb == "pause" {
+						_, err = a.PauseLink(ctx, req)
+					} else {
+						_, err = a.ResumeLink(ctx, req)
+					}
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "link with %s %sd\n", peer, verb)
+					return nil
+				})
 			},
 		}
+		sub.Flags().StringVar(&reason, "reason", "", "reason, recorded in the audit trail")
 		sub.Flags().StringVar(&peer, "peer", "", "KME ID of the peer site")
 		sub.MarkFlagRequired("peer")
 		sub.RegisterFlagCompletionFunc("peer", o.completePeers)

@@ -217,9 +217,14 @@ func TestAgainstPair(t *testing.T) {
 		if !strings.Contains(out, "SAE-B1") || !strings.Contains(out, "SAE-A1") {
 			t.Fatalf("saes:\n%s", out)
 		}
-		_, err := run(t, "", append(n.admin(0), "links", "pause", "--peer", "KME-B")...)
-		if err == nil || !strings.Contains(err.Error(), "not supported yet") {
-			t.Fatalf("links pause: %v", err)
+		for _, verb := range []string{"pause", "resume"} {
+			out := must(t, append(n.admin(0), "links", verb, "--peer", "KME-B", "--reason", "test")...)
+			if !strings.Contains(out, verb+"d") {
+				t.Fatalf("links %s: %s", verb, out)
+			}
+		}
+		if _, err := run(t, "", append(n.admin(0), "links", "pause", "--peer", "KME-Z")...); err == nil {
+			t.Fatal("links pause of an unknown peer succeeded")
 		}
 	})
 
