@@ -118,7 +118,7 @@ func (n *Node) peerServerOptions() []grpc.ServerOption {
 	opts := peer.ServerOptions(n.serverTLS)
 	return append(opts, grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if !n.signedPeers() {
-			return h(ctx, req) // no identities configured: mTLS only (a warning is logged at start)
+			return h(ctx, req) // no peer identity configured: mTLS only
 		}
 		return n.pq.auth.ServerInterceptor(nil)(ctx, req, info, h)
 	}))
