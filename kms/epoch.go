@@ -2,8 +2,6 @@ package kms
 
 import (
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/qkms/qkms/pq"
@@ -227,63 +225,6 @@ func fallbackEntries(rs []*Reservation, detail string) []*AuditEntry {
 		e.Detail = detail
 	}
 	return es
-}
-
-// The store's compact reservation codec (store/codec.go) predates Reservation.Epoch and has no
-// field for it. Until it has, epochTx carries the epoch ID through the store as a last,
-// zero-length range whose block name is EpochBlockID(epoch): no real range is empty
-// (PeerReserve refuses them), and no real block is named so. Apply wraps its Tx in epochTx;
-// code outside the core that reads reservations to hand them on (the peer's pull and push
-// paths) wraps it with ReservationTx.
-type epochTx struct{ Tx }
-
-// ReservationTx returns tx with reservations read and written with their Epoch.
-func ReservationTx(tx Tx) Tx {
-	switch t := tx.(type) {
-	case epochTx, epochAuditTx:
-		return tx
-	case AuditTx:
-		return epochAuditTx{epochTx{tx}, t}
-	}
-	return epochTx{tx}
-}
-
-// epochAuditTx keeps the store's audit trail visible through the wrapper.
-type epochAuditTx struct {
-	epochTx
-	AuditTx
-}
-
-func (t epochTx) Reservation(keyID string) (*Reservation, error) {
-	r, err := t.Tx.Reservation(keyID)
-	if r != nil {
-		unpackEpoch(r)
-	}
-	return r, err
-}
-
-func (t epochTx) PutReservation(r *Reservation) error {
-	if r.Epoch == "" {
-		return t.Tx.PutReservation(r)
-	}
-	cp := *r
-	cp.Ranges = append(slices.Clip(r.Ranges), Range{Block: EpochBlockID(r.Epoch)})
-	cp.Epoch = ""
-	return t.Tx.PutReservation(&cp)
-}
-
-func (t epochTx) Reservations(fn func(*Reservation) bool) error {
-	return t.Tx.Reservations(func(r *Reservation) bool { unpackEpoch(r); return fn(r) })
-}
-
-func unpackEpoch(r *Reservation) {
-	if n := len(r.Ranges); n > 0 && r.Ranges[n-1].Len == 0 && strings.HasPrefix(r.Ranges[n-1].Block, epochPrefix) {
-		r.Epoch = strings.TrimPrefix(r.Ranges[n-1].Block, epochPrefix)
-		r.Ranges = r.Ranges[:n-1]
-		if len(r.Ranges) == 0 {
-			r.Ranges = nil
-		}
-	}
 }
 
 // retireAllEpochs runs retireEpochs over every pool (few: one per peer KME).

@@ -160,7 +160,6 @@ func (m *Machine) Apply(tx Tx, c *Command) *Result {
 	if kind == "" {
 		return &Result{Err: reject(ErrBadRequest, "a command must hold exactly one operation")}
 	}
-	tx = ReservationTx(tx)
 	if c.ReqID != "" {
 		rec, err := tx.Request(c.ReqID)
 		if err != nil {

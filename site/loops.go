@@ -98,7 +98,7 @@ func (n *Node) drainPush() []kms.Reservation {
 func (n *Node) requeueUnpushed() {
 	var rs []kms.Reservation
 	n.db.View(func(tx kms.Tx) error {
-		return kms.ReservationTx(tx).Reservations(func(r *kms.Reservation) bool {
+		return tx.Reservations(func(r *kms.Reservation) bool {
 			if r.Owner == n.cfg.KMEID && !r.Pushed && r.State == kms.KeyIssued {
 				rs = append(rs, *r)
 			}

@@ -94,7 +94,6 @@ func (s peerService) PullReservations(ctx context.Context, from string, keyIDs [
 	n := s.n
 	var out []kms.Reservation
 	err := n.rn.Read(ctx, func(tx kms.Tx) error {
-		tx = kms.ReservationTx(tx) // with the PQ epoch of hybrid and pqc keys
 		for _, id := range keyIDs {
 			r, err := tx.Reservation(id)
 			if err != nil {

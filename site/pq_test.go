@@ -67,7 +67,7 @@ func (tp *testPair) qkdBytes(i int, keyID string) []byte {
 	n := tp.Sites[i]
 	var out []byte
 	err := n.db.View(func(tx kms.Tx) error {
-		r, err := kms.ReservationTx(tx).Reservation(keyID)
+		r, err := tx.Reservation(keyID)
 		if err != nil || r == nil {
 			return errors.Join(err, errors.New("no reservation"))
 		}

@@ -18,7 +18,7 @@ import (
 //
 // str is uvarint length + bytes; list is uvarint count + strs; time is a byte 0 (zero time) or
 // 1 followed by varint Unix seconds and uvarint nanoseconds (decoded in UTC).
-const reservationVersion = 2
+const reservationVersion = 3 // 3 added Epoch
 
 var errShortRecord = errors.New("truncated or malformed record")
 
@@ -45,7 +45,7 @@ func appendTime(b []byte, t time.Time) []byte {
 }
 
 func encodeReservation(fixed []byte, r *kms.Reservation) []byte {
-	n := 1 + len(fixed) + 64 + len(r.KeyID) + len(r.Peer) + len(r.Owner) + len(r.Master) + 24*len(r.Ranges)
+	n := 1 + len(fixed) + 64 + len(r.KeyID) + len(r.Peer) + len(r.Owner) + len(r.Master) + len(r.Epoch) + 24*len(r.Ranges)
 	for _, s := range r.Slaves {
 		n += len(s) + 2
 	}
@@ -72,7 +72,8 @@ func encodeReservation(fixed []byte, r *kms.Reservation) []byte {
 	if r.Pushed {
 		pushed = 1
 	}
-	return append(b, byte(r.State), pushed)
+	b = append(b, byte(r.State), pushed)
+	return appendStr(b, r.Epoch)
 }
 
 // reader decodes the binary body; the first error sticks and later reads return zero values.
@@ -199,6 +200,7 @@ func decodeReservation(body []byte, res *kms.Reservation) error {
 	default:
 		r.fail()
 	}
+	res.Epoch = r.str()
 	if r.err == nil && len(r.b) != 0 {
 		r.fail()
 	}

@@ -27,6 +27,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 	block := &kms.Block{Peer: "KME-B", ID: "b1", Seq: 3, Bytes: 4096, Owner: "KME-A", State: kms.BlockVerified,
 		Tag: []byte{1, 2, 3}, Next: 64, Released: 32, QBER: 0.021, Ingested: t0}
 	resv := reservation("k1", t0.Add(time.Minute), kms.KeyIssued)
+	resv.Provenance, resv.Epoch = kms.ProvenanceHybrid, "epoch-7" // the epoch must survive the codec
 	mustUpdate(t, db, 1, func(tx kms.Tx) error {
 		return errors.Join(tx.PutPool(pool), tx.PutBlock(block), tx.PutReservation(resv),
 			tx.PutRequest("r1", &kms.RequestRecord{Kind: "issue", At: t0, Keys: []kms.RecordedKey{{ID: "k1", Bytes: []byte{9, 8, 7}, Provenance: kms.ProvenanceQKD}}}),
