@@ -123,8 +123,9 @@ type nodeRaft struct {
 }
 
 type nodePeer struct {
-	KMEID string   `yaml:"kme_id"`
-	Addrs []string `yaml:"addrs"`
+	KMEID       string   `yaml:"kme_id"`
+	Addrs       []string `yaml:"addrs"`
+	IdentityPub string   `yaml:"identity_pub"`
 }
 
 type nodeUpstream struct {
@@ -223,6 +224,18 @@ func writeDeployConfig(w io.Writer, dir string, nodes int) error {
 			registry[sae] = s.KMEID
 		}
 	}
+	// Each site's ML-DSA-65 key signs its audit checkpoints and its peer-channel messages; the
+	// other site verifies those with the public key, so both keys exist before either site's
+	// files are written (each site's directory gets a copy of the other's public key).
+	for _, s := range deploySites {
+		siteDir := filepath.Join(abs, s.KMEID)
+		if err := os.MkdirAll(siteDir, 0o700); err != nil {
+			return err
+		}
+		if _, err := identity.LoadOrCreate(filepath.Join(siteDir, s.KMEID+".audit.key")); err != nil {
+			return fmt.Errorf("deploy-config: site %s: signing key: %w", s.KMEID, err)
+		}
+	}
 	for i, s := range deploySites {
 		if err := writeSite(abs, layout, devLayout, i, nodes, registry); err != nil {
 			return fmt.Errorf("deploy-config: site %s: %w", s.KMEID, err)
@@ -261,6 +274,7 @@ func writeSite(abs string, layout, devLayout pki.Layout, i, nodes int, registry 
 		{devLayout.CACert, "device-ca.pem", 0o644},
 		{consumer.Cert, "device-" + s.KMEID + ".pem", 0o644},
 		{consumer.Key, "device-" + s.KMEID + "-key.pem", 0o600},
+		{filepath.Join(abs, other.KMEID, other.KMEID+".audit.pub"), other.KMEID + ".audit.pub", 0o644},
 	}
 	for _, c := range copies {
 		if err := copyFile(c.from, filepath.Join(siteDir, c.to), c.mode); err != nil {
@@ -300,7 +314,7 @@ func writeSite(abs string, layout, devLayout pki.Layout, i, nodes int, registry 
 				Raft: fmt.Sprintf("0.0.0.0:%d", portRaft), Admin: fmt.Sprintf("0.0.0.0:%d", portAdmin),
 			},
 			Raft:  nodeRaft{Bootstrap: j == 0, Advertise: fmt.Sprintf("%s:%d", s.raftHost(j), portRaft)},
-			Peers: []nodePeer{{KMEID: other.KMEID, Addrs: peerAddrs}},
+			Peers: []nodePeer{{KMEID: other.KMEID, Addrs: peerAddrs, IdentityPub: in(other.KMEID + ".audit.pub")}},
 			SAEs:  registry,
 			// Every node names the device: the leader pulls from it (master end) and any node
 			// answering the peer fetches announced keys from it (slave end).

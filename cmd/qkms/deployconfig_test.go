@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/qkms/qkms/pki"
+	"github.com/qkms/qkms/identity"
 	"github.com/qkms/qkms/site"
 )
 
@@ -56,6 +57,14 @@ func TestDeployConfigNodes(t *testing.T) {
 					}
 					if len(c.Peers) != 1 || c.Peers[0].KMEID != other.KMEID || !slices.Equal(c.Peers[0].Addrs, wantPeers) {
 						t.Errorf("%s: peers %+v, want %s at %v", path, c.Peers, other.KMEID, wantPeers)
+					}
+					// The peer's ML-DSA public key, so peer messages are signed and checked.
+					pub := filepath.Join(dir, s.KMEID, other.KMEID+".audit.pub")
+					if want := siteMount + "/" + other.KMEID + ".audit.pub"; len(c.Peers) == 1 && c.Peers[0].IdentityPub != want {
+						t.Errorf("%s: identity_pub %q, want %q", path, c.Peers[0].IdentityPub, want)
+					}
+					if _, err := identity.LoadPublicKey(pub); err != nil {
+						t.Errorf("%s: peer public key: %v", path, err)
 					}
 					for _, ds := range deploySites {
 						for _, sae := range ds.SAEs {
