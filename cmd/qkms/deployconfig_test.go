@@ -13,8 +13,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/qkms/qkms/pki"
 	"github.com/qkms/qkms/identity"
+	"github.com/qkms/qkms/pki"
 	"github.com/qkms/qkms/site"
 )
 
