@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -89,13 +90,45 @@ type network struct {
 	wg      sync.WaitGroup
 }
 
+// freeAddr picks a free loopback port for a node process to bind later. It draws below
+// Linux's ephemeral range (32768 and up), where the kernel hands out ports to every other
+// listener and outgoing connection on the machine, so the port is unlikely to be taken in the
+// time between this check and the process binding it; ports it handed out are not handed out
+// again.
 func freeAddr(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		port := 20000 + mrand.IntN(12000)
+		if !takenPorts.take(port) {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return ln.Addr().String()
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free loopback port between 20000 and 32000")
+	return ""
+}
+
+// takenPorts remembers the ports freeAddr handed out in this test process.
+var takenPorts = portSet{m: map[int]bool{}}
+
+type portSet struct {
+	mu sync.Mutex
+	m  map[int]bool
+}
+
+// take marks port as handed out and reports whether it was free before.
+func (s *portSet) take(port int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m[port] {
+		return false
+	}
+	s.m[port] = true
+	return true
 }
 
 func quietLogger() *slog.Logger {
