@@ -320,7 +320,9 @@ func TestAgainstPair(t *testing.T) {
 		// Edit one entry: verification names it.
 		data, _ := os.ReadFile(file)
 		lines := strings.Split(string(data), "\n")
-		lines[1] = strings.Replace(lines[1], `"seq":2`, `"seq":2,"detail":"edited"`, 1)
+		// Appended last, the edit wins over a "detail" the entry may already have (the decoder
+		// keeps the last of duplicate members).
+		lines[1] = strings.TrimSuffix(lines[1], "}") + `,"detail":"edited"}`
 		bad := filepath.Join(t.TempDir(), "bad.jsonl")
 		os.WriteFile(bad, []byte(strings.Join(lines, "\n")), 0o644)
 		_, err = run(t, "", "audit", "verify", "--file", bad, "--pubkey", pub)
