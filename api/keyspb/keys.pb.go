@@ -1895,8 +1895,9 @@ func (x *QueryAuditRequest) GetLimit() int64 {
 	return 0
 }
 
-// AuditEntry is one entry of the hash-chained audit trail, as its canonical JSON (the form
-// that is hashed), so verification needs no knowledge of this schema.
+// AuditEntry is one entry of the hash-chained audit trail, as the JSON line of the audit export
+// (package audit); the chain hashes a length-prefixed binary encoding of the same fields
+// (kms.AppendAuditCanonical), which audit.Verify recomputes from the JSON.
 type AuditEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
