@@ -174,11 +174,7 @@ func (m *Machine) audit(tx Tx, c *Command, es ...*AuditEntry) error {
 	if len(es) == 0 {
 		return nil
 	}
-	al, ok := tx.(AuditTx)
-	if !ok {
-		return nil
-	}
-	seq, head, err := al.AuditHead()
+	seq, head, err := tx.AuditHead()
 	if err != nil {
 		return storageErr("read audit head", err)
 	}
@@ -191,7 +187,7 @@ func (m *Machine) audit(tx Tx, c *Command, es ...*AuditEntry) error {
 		scratch = AppendAuditCanonical(scratch[:0], e)
 		h := sha256.Sum256(scratch)
 		e.Hash = h[:]
-		if err := al.AppendAudit(e); err != nil {
+		if err := tx.AppendAudit(e); err != nil {
 			return storageErr(fmt.Sprintf("append audit entry %d", e.Seq), err)
 		}
 		seq, head = e.Seq, e.Hash
@@ -253,11 +249,7 @@ func (m *Machine) applyCheckpoint(tx Tx, c *Command) *Result {
 	if cp.Seq == 0 || len(cp.Head) != AuditHashSize || cp.Signer == "" || len(cp.Signature) == 0 {
 		return fail(reject(ErrBadRequest, "checkpoint: seq, head, signer and signature are required"))
 	}
-	al, ok := tx.(AuditTx)
-	if !ok {
-		return &Result{}
-	}
-	head, _, err := al.AuditHead()
+	head, _, err := tx.AuditHead()
 	if err != nil {
 		return fail(storageErr("read audit head", err))
 	}
@@ -265,7 +257,7 @@ func (m *Machine) applyCheckpoint(tx Tx, c *Command) *Result {
 		return fail(reject(ErrBadRequest, "checkpoint: entry %d is not within the last %d of %d", cp.Seq, AuditCheckpointLag, head))
 	}
 	var at *AuditEntry
-	if err := al.Audit(cp.Seq, func(e *AuditEntry) bool { at = e; return false }); err != nil {
+	if err := tx.Audit(cp.Seq, func(e *AuditEntry) bool { at = e; return false }); err != nil {
 		return fail(storageErr("read audit entry", err))
 	}
 	if at == nil || at.Seq != cp.Seq || string(at.Hash) != string(cp.Head) {

@@ -133,6 +133,9 @@ type Tx interface {
 	EraseMaterial(peer, blockID string, off, n int) error
 	// DropMaterial destroys all of a block's material and its data key.
 	DropMaterial(peer, blockID string) error
+
+	// The audit trail is written in the same transaction as the change it records.
+	AuditTx
 }
 
 // RequestRecord is what a site keeps of an applied request ID for the deduplication window

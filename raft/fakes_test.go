@@ -157,6 +157,9 @@ func (t *memTx) PutRequest(id string, rec *kms.RequestRecord) error {
 }
 
 func (t *memTx) ExpireRequests(before time.Time, limit int) (int, error) { return 0, nil }
+func (t *memTx) AppendAudit(e *kms.AuditEntry) error                     { return nil }
+func (t *memTx) AuditHead() (uint64, []byte, error)                      { return 0, nil, nil }
+func (t *memTx) Audit(from uint64, fn func(*kms.AuditEntry) bool) error  { return nil }
 
 func (t *memTx) Block(peer, id string) (*kms.Block, error)                     { return nil, nil }
 func (t *memTx) PutBlock(b *kms.Block) error                                   { return nil }

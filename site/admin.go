@@ -228,14 +228,12 @@ func (n *Node) StateDigest() (uint64, []byte, error) {
 			return err
 		}
 		// The audit head stands for the whole trail: it hashes every entry before it.
-		if al, ok := tx.(kms.AuditTx); ok {
-			seq, head, err := al.AuditHead()
-			if err != nil {
-				return err
-			}
-			binary.Write(h, binary.BigEndian, seq)
-			h.Write(head)
+		seq, head, err := tx.AuditHead()
+		if err != nil {
+			return err
 		}
+		binary.Write(h, binary.BigEndian, seq)
+		h.Write(head)
 		return nil
 	})
 	return idx, h.Sum(nil), err

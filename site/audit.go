@@ -137,15 +137,11 @@ func (n *Node) checkpoint(ctx context.Context, force bool) error {
 	var head []byte
 	var headEvent kms.AuditEvent
 	err := n.db.View(func(tx kms.Tx) error {
-		al, ok := tx.(kms.AuditTx)
-		if !ok {
-			return nil
-		}
 		var err error
-		if seq, head, err = al.AuditHead(); err != nil || seq == 0 {
+		if seq, head, err = tx.AuditHead(); err != nil || seq == 0 {
 			return err
 		}
-		return al.Audit(seq, func(e *kms.AuditEntry) bool { headEvent = e.Event; return false })
+		return tx.Audit(seq, func(e *kms.AuditEntry) bool { headEvent = e.Event; return false })
 	})
 	if err != nil || seq == 0 || headEvent == kms.EventCheckpoint {
 		return err
@@ -184,11 +180,7 @@ func (n *Node) readAudit(ctx context.Context, from uint64, fn func([]*kms.AuditE
 	for {
 		var page []*kms.AuditEntry
 		err := n.rn.Read(ctx, func(tx kms.Tx) error {
-			al, ok := tx.(kms.AuditTx)
-			if !ok {
-				return nil
-			}
-			return al.Audit(from, func(e *kms.AuditEntry) bool {
+			return tx.Audit(from, func(e *kms.AuditEntry) bool {
 				page = append(page, e)
 				return len(page) < auditPage
 			})

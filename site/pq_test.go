@@ -210,7 +210,7 @@ func (tp *testPair) rejectedAudits(i int) int {
 	tp.t.Helper()
 	count := 0
 	tp.Sites[i].db.View(func(tx kms.Tx) error {
-		return tx.(kms.AuditTx).Audit(1, func(e *kms.AuditEntry) bool {
+		return tx.Audit(1, func(e *kms.AuditEntry) bool {
 			if e.Event == kms.EventAdmin && strings.Contains(e.Detail, "rejected") && strings.HasPrefix(e.Actor, "kme:") {
 				count++
 			}

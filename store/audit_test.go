@@ -44,7 +44,7 @@ func TestAuditTrail(t *testing.T) {
 	defer db.Close()
 	var got []*kms.AuditEntry
 	mustView(t, db, func(tx kms.Tx) error {
-		return tx.(kms.AuditTx).Audit(0, func(e *kms.AuditEntry) bool { got = append(got, e); return true })
+		return tx.Audit(0, func(e *kms.AuditEntry) bool { got = append(got, e); return true })
 	})
 	want := []kms.AuditEvent{kms.EventBlockIngested, kms.EventBlockVerified, kms.EventAdmin}
 	if len(got) != len(want) {
@@ -58,7 +58,7 @@ func TestAuditTrail(t *testing.T) {
 		prev = e.Hash
 	}
 	mustView(t, db, func(tx kms.Tx) error {
-		al := tx.(kms.AuditTx)
+		al := kms.AuditTx(tx)
 		seq, head, err := al.AuditHead()
 		if err != nil || seq != 3 || !bytes.Equal(head, prev) {
 			t.Fatalf("head %d %x %v", seq, head, err)
@@ -74,7 +74,7 @@ func TestAuditTrail(t *testing.T) {
 		return nil
 	})
 	// Appending out of order is refused.
-	err = db.Update(0, func(tx kms.Tx) error { return tx.(kms.AuditTx).AppendAudit(got[1]) })
+	err = db.Update(0, func(tx kms.Tx) error { return tx.AppendAudit(got[1]) })
 	if err == nil {
 		t.Fatal("entry 2 appended after entry 3")
 	}
@@ -83,10 +83,10 @@ func TestAuditTrail(t *testing.T) {
 func TestAuditEmpty(t *testing.T) {
 	db, _ := openTestDB(t)
 	mustView(t, db, func(tx kms.Tx) error {
-		seq, head, err := tx.(kms.AuditTx).AuditHead()
+		seq, head, err := tx.AuditHead()
 		if seq != 0 || head != nil || err != nil {
 			t.Fatalf("empty head: %d %x %v", seq, head, err)
 		}
-		return tx.(kms.AuditTx).Audit(1, func(*kms.AuditEntry) bool { t.Fatal("visited"); return false })
+		return tx.Audit(1, func(*kms.AuditEntry) bool { t.Fatal("visited"); return false })
 	})
 }
