@@ -117,7 +117,7 @@ func (n *Node) issue(ctx context.Context, master, slave string, req issueRequest
 	if err != nil {
 		return nil, err
 	}
-	n.enqueuePush(res.Reservations)
+	n.pushAndWait(ctx, res.Reservations)
 	return res.Keys, nil
 }
 

@@ -37,11 +37,6 @@ func (n *Node) leaderLoops() {
 			return
 		case <-t.C:
 		case <-n.kick:
-		case rs := <-n.push:
-			if n.rn.IsLeader() {
-				n.pushReservations(append(rs, n.drainPush()...))
-			}
-			continue
 		}
 		if !n.rn.IsLeader() {
 			wasLeader = false
@@ -68,31 +63,6 @@ func (n *Node) leaderLoops() {
 	}
 }
 
-func (n *Node) enqueuePush(rs []kms.Reservation) {
-	if len(rs) == 0 {
-		return
-	}
-	select {
-	case n.push <- rs:
-	default:
-		// Queue full: the reservations stay unpushed in the store until the backlog scan.
-		n.pushBacklog.Store(true)
-	}
-}
-
-func (n *Node) drainPush() []kms.Reservation {
-	var out []kms.Reservation
-	for len(out) < pushBatch {
-		select {
-		case rs := <-n.push:
-			out = append(out, rs...)
-		default:
-			return out
-		}
-	}
-	return out
-}
-
 // requeueUnpushed queues every live reservation this site issued that the peer has not
 // acknowledged yet, after this node became leader.
 func (n *Node) requeueUnpushed() {
@@ -107,43 +77,8 @@ func (n *Node) requeueUnpushed() {
 	})
 	for len(rs) > 0 {
 		k := min(len(rs), pushBatch)
-		n.pushReservations(rs[:k])
+		n.recordPushed(n.pushReservations(rs[:k]))
 		rs = rs[k:]
-	}
-}
-
-// pushReservations sends reservations to their peers and records the acknowledgements.
-func (n *Node) pushReservations(rs []kms.Reservation) {
-	byPeer := map[string][]kms.Reservation{}
-	for _, r := range rs {
-		byPeer[r.Peer] = append(byPeer[r.Peer], r)
-	}
-	for p, list := range byPeer {
-		c, err := n.peerClient(p)
-		if err != nil {
-			n.log.Warn("push reservations: no peer channel", "peer", p, "err", err)
-			continue
-		}
-		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-		acc, rej, err := c.PushReservations(ctx, list)
-		cancel()
-		if err != nil {
-			n.peerFailed(p, err)
-			n.pushBacklog.Store(true)
-			n.log.Warn("push reservations failed; retrying later, and the peer can pull on demand", "peer", p, "keys", len(list), "err", err)
-			continue
-		}
-		for _, r := range rej {
-			n.log.Warn("peer rejected reservation", "peer", p, "key_id", r.KeyID, "reason", r.Reason, "detail", r.Detail)
-			if r.Reason == peer.RejectRetryLater {
-				n.pushBacklog.Store(true)
-			}
-		}
-		if len(acc) > 0 {
-			if _, err := n.propose(n.ctx, &kms.Command{MarkPushed: &kms.MarkPushedCmd{KeyIDs: acc}}); err != nil {
-				n.log.Warn("record pushed reservations", "err", err)
-			}
-		}
 	}
 }
 

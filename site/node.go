@@ -63,7 +63,7 @@ type Node struct {
 	pq    *pqState    // peer-message signing and PQ epochs (epoch.go)
 	rate  rateLimiter // per-SAE token buckets (ratelimit.go)
 
-	push        chan []kms.Reservation
+	push        chan pushJob
 	pushBacklog atomic.Bool   // some reservation could not be pushed; rescan the store
 	kick        chan struct{} // wakes the verifier after an ingest
 
@@ -122,7 +122,7 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		cfg: cfg, log: logger, machine: machine, db: db, audit: aud,
 		serverTLS: serverTLS, clientTLS: clientTLS,
 		peers: map[string]*peer.Client{}, peerNext: map[string]int{}, rebalanceReq: map[string]string{},
-		push: make(chan []kms.Reservation, 1024),
+		push: make(chan pushJob, 1024),
 		kick: make(chan struct{}, 1),
 		ctx:  ctx, cancel: cancel,
 	}
@@ -158,8 +158,9 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go func() { defer n.wg.Done(); n.leaderLoops() }()
+	go func() { defer n.wg.Done(); n.pushLoop() }()
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.auditLoop() }()
 	return n, nil
