@@ -74,8 +74,8 @@ type issueRequest struct {
 	ttl          time.Duration
 }
 
-// issue is Get key at the master's site: validate, propose Issue, queue the push of the
-// reservations to the peer site, and return the keys for the master.
+// issue is Get key at the master's site: validate, propose Issue, push the reservations to
+// the peer site (waiting briefly, see push.go), and return the keys for the master.
 func (n *Node) issue(ctx context.Context, master, slave string, req issueRequest) ([]kms.Key, error) {
 	if err := n.rateLimit(master, opIssue, req.number); err != nil {
 		return nil, err
@@ -182,10 +182,8 @@ func (n *Node) ensureReservations(ctx context.Context, master string, keyIDs []s
 	if len(rs) == 0 {
 		return nil
 	}
-	_, err = n.propose(ctx, &kms.Command{
-		ReqID:       "pull/" + rs[0].KeyID + fmt.Sprint(len(rs)),
-		PeerReserve: &kms.PeerReserveCmd{From: owner, Reservations: rs},
-	})
+	// No request ID: storing a reservation is idempotent by key ID already.
+	_, err = n.propose(ctx, &kms.Command{PeerReserve: &kms.PeerReserveCmd{From: owner, Reservations: rs}})
 	if err != nil && !errorsIsApplied(err) {
 		return err
 	}
