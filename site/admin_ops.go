@@ -99,16 +99,10 @@ func (n *Node) linkSource(peer string) string {
 // audit trail with the caller and the reason. The peer site keeps its copy of the blocks;
 // zeroize it there too to retire the link's key on both sides.
 func (s adminService) Zeroize(ctx context.Context, req *keyspb.ZeroizeRequest) (*keyspb.ZeroizeResponse, error) {
-	if err := s.requireAdmin(ctx); err != nil {
-		return nil, err
-	}
-	id, err := caller(ctx)
+	peer := req.GetPeerKmeId()
+	id, err := s.adminOnPeer(ctx, peer)
 	if err != nil {
 		return nil, err
-	}
-	peer := req.GetPeerKmeId()
-	if err := pki.CheckID(peer); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "peer_kme_id: %v", err)
 	}
 	var exists bool
 	if err := s.n.rn.Read(ctx, func(tx kms.Tx) error {
@@ -155,16 +149,10 @@ func (s adminService) ResumeLink(ctx context.Context, req *keyspb.LinkRequest) (
 }
 
 func (s adminService) setLink(ctx context.Context, req *keyspb.LinkRequest, paused bool) (*keyspb.LinkResponse, error) {
-	if err := s.requireAdmin(ctx); err != nil {
-		return nil, err
-	}
-	id, err := caller(ctx)
+	peer := req.GetPeerKmeId()
+	id, err := s.adminOnPeer(ctx, peer)
 	if err != nil {
 		return nil, err
-	}
-	peer := req.GetPeerKmeId()
-	if err := pki.CheckID(peer); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "peer_kme_id: %v", err)
 	}
 	known := false
 	for _, p := range s.n.cfg.Peers {
@@ -182,4 +170,20 @@ func (s adminService) setLink(ctx context.Context, req *keyspb.LinkRequest, paus
 	}
 	s.n.log.Warn("link pause changed", "peer", peer, "paused", paused, "by", id.ID)
 	return &keyspb.LinkResponse{Paused: paused}, nil
+}
+
+// adminOnPeer checks that the caller is an admin and peer a well-formed KME ID, and returns the
+// caller's identity for the audit record of the action.
+func (s adminService) adminOnPeer(ctx context.Context, peer string) (pki.Identity, error) {
+	if err := s.requireAdmin(ctx); err != nil {
+		return pki.Identity{}, err
+	}
+	id, err := caller(ctx)
+	if err != nil {
+		return pki.Identity{}, err
+	}
+	if err := pki.CheckID(peer); err != nil {
+		return pki.Identity{}, status.Errorf(codes.InvalidArgument, "peer_kme_id: %v", err)
+	}
+	return id, nil
 }
