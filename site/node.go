@@ -88,9 +88,9 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer clear(mk) // the store and the audit key keep what they derive from it
 	aud, err := openAudit(cfg, mk)
 	if err != nil {
-		clear(mk)
 		return nil, err
 	}
 	serverTLS, err := pki.ServerConfig(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.CA)
@@ -106,7 +106,6 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		storeOpts = append(storeOpts, store.WithoutFsync())
 	}
 	db, err := store.Open(filepath.Join(cfg.DataDir, "state.db"), mk, storeOpts...)
-	clear(mk)
 	if err != nil {
 		return nil, err
 	}
@@ -158,10 +157,9 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go func() { defer n.wg.Done(); n.leaderLoops() }()
 	go func() { defer n.wg.Done(); n.pushLoop() }()
-	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.auditLoop() }()
 	return n, nil
 }
