@@ -59,11 +59,14 @@ func BenchmarkIngestParallel(b *testing.B) {
 // direction. It reports verified keys per second.
 func BenchmarkDeliver(b *testing.B) {
 	for _, mode := range []string{"fsync", "os"} {
-		b.Run(mode, func(b *testing.B) { benchDeliver(b, mode) })
+		b.Run(mode, func(b *testing.B) { benchDeliver(b, mode, 1) })
+		b.Run(mode+"/n64", func(b *testing.B) { benchDeliver(b, mode, 64) })
 	}
 }
 
-func benchDeliver(b *testing.B, mode string) {
+// benchDeliver counts keys, not requests: with number keys per request, b.N keys take b.N/number
+// round trips.
+func benchDeliver(b *testing.B, mode string, number int) {
 	tp := newTestPair(b, func(c *PairConfig) { c.Durability = mode })
 	tp.ingest(8, 1<<20)
 	tp.waitKey(2 << 20)
@@ -82,20 +85,35 @@ func benchDeliver(b *testing.B, mode string) {
 	b.RunParallel(func(pb *testing.PB) {
 		d := dirs[next.Add(1)%2]
 		ctx := context.Background()
-		for pb.Next() {
-			keys, err := d.enc.GetKey(ctx, d.slave, etsi014.KeyRequest{Number: 1})
+		for more := true; more; {
+			n := 0
+			for n < number && more {
+				if more = pb.Next(); more {
+					n++
+				}
+			}
+			if n == 0 {
+				return
+			}
+			keys, err := d.enc.GetKey(ctx, d.slave, etsi014.KeyRequest{Number: n})
 			if err != nil {
 				b.Error(err)
 				return
 			}
-			got, err := d.dec.GetKeyWithIDs(ctx, d.master, []string{keys[0].ID})
+			ids := make([]string, len(keys))
+			for i, k := range keys {
+				ids[i] = k.ID
+			}
+			got, err := d.dec.GetKeyWithIDs(ctx, d.master, ids)
 			if err != nil {
 				b.Error(err)
 				return
 			}
-			if !bytes.Equal(got[0].Bytes, keys[0].Bytes) {
-				b.Error("key mismatch")
-				return
+			for i := range keys {
+				if got[i].ID != keys[i].ID || !bytes.Equal(got[i].Bytes, keys[i].Bytes) {
+					b.Error("key mismatch")
+					return
+				}
 			}
 		}
 	})
