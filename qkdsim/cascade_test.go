@@ -209,6 +209,7 @@ func TestCascadePassParities(t *testing.T) {
 		}{
 			{passSpec{passBlocks, 7}, n}, {passSpec{passShuffled, 16}, n}, {passSpec{passShuffled, n}, n}, {passSpec{passSplit, 0}, n},
 			{passSpec{passBlocks, 7}, 64}, {passSpec{passShuffled, 16}, 192}, {passSpec{passShuffled, 100}, 64}, {passSpec{passSplit, 0}, 128},
+			{passSpec{passColumns, 16}, n}, {passSpec{passColumns, 100}, n}, {passSpec{passColumns, 512}, 192}, {passSpec{passColumns, 5}, 64},
 		} {
 			spec, fl := fs.spec, fs.fl
 			if fl > n {
@@ -322,49 +323,55 @@ func ftoa(q float64) string {
 	return string([]byte{'0' + byte(q*100)/10, '0' + byte(math.Round(q*100))%10}) + "%"
 }
 
-// TestShuffledPermUniform checks the bucketed shuffle against its claim: every order equally
-// likely, whatever the number of buckets.
-func TestShuffledPermUniform(t *testing.T) {
-	tests := []struct{ n, bucket int }{
-		{5, 1},   // 32 buckets of under one element: the bucket split does all the work
-		{5, 2},   // buckets and Fisher-Yates together
-		{5, 100}, // one bucket: plain Fisher-Yates
-		{4, 1},
+// TestShuffledPartitionUniform checks the shuffled passes' partition against its claim: every
+// position's block independent and uniform, so every assignment equally likely.
+func TestShuffledPartitionUniform(t *testing.T) {
+	tests := []struct{ n, nb int }{
+		{6, 3}, // 729 assignments
+		{5, 2},
+		{4, 5},
+		{3, 7},
 	}
-	const trials = 60_000
+	const trials = 80_000
 	for _, tc := range tests {
-		counts := map[[5]uint32]int{}
-		r := recTestRand(uint64(tc.n*1000 + tc.bucket))
-		perm := make([]uint32, tc.n)
+		counts := map[[6]uint32]int{}
+		r := recTestRand(uint64(tc.n*1000 + tc.nb))
+		kw := []uint64{0}
+		starts, pos := make([]uint32, tc.nb+1), make([]uint32, tc.nb)
+		perm, inv := make([]uint32, tc.n), make([]uint32, tc.n)
 		for i := 0; i < trials; i++ {
-			shuffledPerm(perm, tc.bucket, wyRand(r.Uint64()))
-			var key [5]uint32
-			seen := 0
-			for j, x := range perm {
-				key[j] = x
-				seen |= 1 << x
+			out := []uint64{0}
+			shuffledFrame(kw, 0, tc.n, starts, pos, wyRand(r.Uint64()), out, perm, inv)
+			var key [6]uint32
+			for b := 0; b < tc.nb; b++ {
+				for p := starts[b]; p < starts[b+1]; p++ {
+					if p > starts[b] && perm[p] <= perm[p-1] {
+						t.Fatalf("%+v: block %d not in key order: %v", tc, b, perm[starts[b]:starts[b+1]])
+					}
+					if inv[perm[p]] != p {
+						t.Fatalf("%+v: inv is not perm's inverse", tc)
+					}
+					key[perm[p]] = uint32(b)
+				}
 			}
-			if seen != 1<<tc.n-1 {
-				t.Fatalf("%+v: %v is not a permutation", tc, perm)
+			if starts[tc.nb] != uint32(tc.n) {
+				t.Fatalf("%+v: blocks hold %d positions", tc, starts[tc.nb])
 			}
 			counts[key]++
 		}
-		orders := 1.0
-		for i := 2; i <= tc.n; i++ {
-			orders *= float64(i)
+		outcomes := math.Pow(float64(tc.nb), float64(tc.n))
+		if len(counts) != int(outcomes) {
+			t.Fatalf("%+v: %d assignments seen, want %v", tc, len(counts), outcomes)
 		}
-		if len(counts) != int(orders) {
-			t.Fatalf("%+v: %d orders seen, want %v", tc, len(counts), orders)
-		}
-		mean := trials / orders
+		mean := trials / outcomes
 		var chi2 float64
 		for _, c := range counts {
 			chi2 += (float64(c) - mean) * (float64(c) - mean) / mean
 		}
-		// chi-square with orders-1 degrees of freedom: mean orders-1, sd sqrt(2(orders-1));
-		// 6 sd is far beyond chance, while a biased shuffle (e.g. j drawn from [0, i) instead
-		// of [0, i]) lands hundreds of sd out.
-		if df := orders - 1; chi2 > df+6*math.Sqrt(2*df) {
+		// chi-square with outcomes-1 degrees of freedom: mean outcomes-1, sd
+		// sqrt(2(outcomes-1)); 6 sd is far beyond chance, while a biased draw (e.g. a label
+		// from the low bits modulo nb) lands far out.
+		if df := outcomes - 1; chi2 > df+6*math.Sqrt(2*df) {
 			t.Errorf("%+v: chi2 = %.1f with %v degrees of freedom", tc, chi2, df)
 		}
 	}
