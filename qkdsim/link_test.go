@@ -25,8 +25,18 @@ func fakeLink(t *testing.T, cfg LinkConfig) *Link {
 }
 
 func TestCompressMatchesReference(t *testing.T) {
+	active := pextWords
+	defer func() { pextWords = active }()
+	for _, kern := range []func(dst, src, mask []uint64){pextWordsGeneric, active} {
+		pextWords = kern
+		testCompress(t)
+	}
+}
+
+func testCompress(t *testing.T) {
+	t.Helper()
 	rng := rand.New(rand.NewChaCha8([32]byte{3}))
-	for _, n := range []int{0, 1, 63, 64, 65, 200, 1000} {
+	for _, n := range []int{0, 1, 63, 64, 65, 200, 1000, 64*256 - 1, 64*256 + 1, 40_000} {
 		src, mask := randomBits(n, rng), randomBits(n, rng)
 		for i := 0; i+64 <= n && i < 128; i++ { // a run of full words
 			mask.Set(i, 1)

@@ -171,36 +171,58 @@ func countAnd(a, b Bits, from, to int) int {
 // compress returns the bits of src at the positions in [from, to) where mask is set, in order.
 func compress(src, mask Bits, from, to int) Bits {
 	out := NewBits(countRange(mask, from, to))
-	var acc uint64
-	var nacc uint
-	oi := 0
-	for wi := from >> 6; from < to && wi <= (to-1)>>6; wi++ {
-		m := mask.W[wi] & rangeMask(wi, from, to)
-		s := src.W[wi]
-		if m == ^uint64(0) {
-			out.W[oi] = acc | s<<nacc
-			oi++
-			if nacc == 0 {
-				acc = 0
-			} else {
-				acc = s >> (64 - nacc)
-			}
-			continue
+	if from >= to {
+		return out
+	}
+	var (
+		acc        uint64
+		nacc       uint
+		oi         int
+		mbuf, vbuf [256]uint64
+	)
+	w0, w1 := from>>6, (to-1)>>6
+	for base := w0; base <= w1; base += len(mbuf) {
+		cnt := min(len(mbuf), w1-base+1)
+		ms, vs := mbuf[:cnt], vbuf[:cnt]
+		copy(ms, mask.W[base:])
+		if base == w0 {
+			ms[0] &= rangeMask(w0, from, to)
 		}
-		for m != 0 {
-			tz := uint(bits.TrailingZeros64(m))
-			acc |= (s >> tz & 1) << nacc
-			nacc++
-			if nacc == 64 {
+		if base+cnt-1 == w1 {
+			ms[cnt-1] &= rangeMask(w1, from, to)
+		}
+		pextWords(vs, src.W[base:base+cnt], ms)
+		for i, m := range ms {
+			// Append the popcount(m) low bits of vs[i] to the output.
+			c := uint(bits.OnesCount64(m))
+			v := vs[i]
+			acc |= v << nacc
+			if nacc+c >= 64 {
 				out.W[oi] = acc
 				oi++
-				acc, nacc = 0, 0
+				acc = v >> (64 - nacc) // 0 when nacc is 0
 			}
-			m &= m - 1
+			nacc = (nacc + c) & 63
 		}
 	}
 	if nacc > 0 {
 		out.W[oi] = acc
 	}
 	return out
+}
+
+// pextWords sets dst[i] to the bits of src[i] selected by mask[i], packed at the bottom (the
+// parallel bit extract of BMI2); pext_amd64.go replaces it where the CPU has the instruction.
+var pextWords = pextWordsGeneric
+
+func pextWordsGeneric(dst, src, mask []uint64) {
+	for i, m := range mask[:len(dst)] {
+		s := src[i]
+		var v uint64
+		for k := uint(0); m != 0; k++ {
+			v |= (s >> uint(bits.TrailingZeros64(m)) & 1) << k
+			m &= m - 1
+		}
+		dst[i] = v
+	}
 }
