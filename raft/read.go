@@ -105,6 +105,14 @@ func (n *Node) leaderReadIndex() (uint64, error) {
 	return idx, nil
 }
 
+// AppliedChanged returns a channel that is closed when this node's state store next applies
+// log entries: a waiter for some replicated effect re-reads after it fires. Get the channel
+// before reading, so that no change between the read and the wait is missed.
+func (n *Node) AppliedChanged() <-chan struct{} {
+	_, changed := n.fsm.appliedIndex()
+	return changed
+}
+
 // waitApplied returns once the local store has applied index idx.
 func (n *Node) waitApplied(ctx context.Context, idx uint64) error {
 	for {

@@ -74,8 +74,8 @@ type issueRequest struct {
 	ttl          time.Duration
 }
 
-// issue is Get key at the master's site: validate, propose Issue, push the reservations to
-// the peer site (waiting briefly, see push.go), and return the keys for the master.
+// issue is Get key at the master's site: validate, propose Issue, queue the reservations for
+// the push to the peer site (see push.go), and return the keys for the master.
 func (n *Node) issue(ctx context.Context, master, slave string, req issueRequest) ([]kms.Key, error) {
 	if err := n.rateLimit(master, opIssue, req.number); err != nil {
 		return nil, err
@@ -117,7 +117,7 @@ func (n *Node) issue(ctx context.Context, master, slave string, req issueRequest
 	if err != nil {
 		return nil, err
 	}
-	n.pushAndWait(ctx, res.Reservations)
+	n.queuePush(res.Reservations)
 	return res.Keys, nil
 }
 
@@ -142,31 +142,46 @@ func (n *Node) fetch(ctx context.Context, slave, master string, keyIDs []string)
 	return res.Keys, nil
 }
 
-// ensureReservations pulls from the master's site the reservations of keyIDs this site has not
-// received yet (a dec_keys that overtook the push). Unknown IDs stay unknown: Fetch then
-// answers "not found".
+// pushGrace is how long a dec_keys that overtook the push of its reservations waits for it
+// before pulling them from the issuing site (a peer round trip with two signatures, and a log
+// entry more). A push normally lands within milliseconds of enc_keys; an ID the master's site
+// never issued costs this wait before it is reported as not found.
+const pushGrace = 200 * time.Millisecond
+
+// ensureReservations makes sure this site holds the reservations of keyIDs issued at the
+// master's site: it waits up to pushGrace for the ones not received yet to be pushed, then
+// pulls what is still missing. Unknown IDs stay unknown: Fetch then answers "not found".
 func (n *Node) ensureReservations(ctx context.Context, master string, keyIDs []string) error {
-	// A stale read suffices: an ID missed here is pulled needlessly, and storing a pulled
-	// reservation twice is a no-op; the Fetch itself goes through the log.
-	var missing []string
-	err := n.rn.ReadStale(func(tx kms.Tx) error {
-		for _, id := range keyIDs {
-			r, err := tx.Reservation(id)
-			if err != nil {
-				return err
-			}
-			if r == nil {
-				missing = append(missing, id)
-			}
-		}
-		return nil
-	})
-	if err != nil || len(missing) == 0 {
-		return err
-	}
 	owner, ok := n.machine.Registry().KME(master)
 	if !ok || owner == n.cfg.KMEID {
 		return nil // Fetch will report them as not found
+	}
+	missing, err := n.missingReservations(keyIDs)
+	if err != nil || len(missing) == 0 {
+		return err
+	}
+	grace := time.NewTimer(pushGrace)
+	defer grace.Stop()
+wait:
+	for {
+		changed := n.rn.AppliedChanged() // before the read, so no apply is missed
+		// The IDs of one enc_keys travel in one push: wait on the first, then check the rest.
+		first, err := n.missingReservations(missing[:1])
+		if err != nil {
+			return err
+		}
+		if len(first) == 0 {
+			if missing, err = n.missingReservations(missing); err != nil || len(missing) == 0 {
+				return err
+			}
+		}
+		select {
+		case <-changed:
+		case <-grace.C:
+			break wait
+		case <-ctx.Done():
+			return fmt.Errorf("%w: the reservations have not arrived from %s yet; retry later", kms.ErrNotConfirmed, owner)
+		}
 	}
 	var rs []kms.Reservation
 	err = n.withPeer(owner, func(c *peer.Client) error {
@@ -198,6 +213,26 @@ func (n *Node) ensureReservations(ctx context.Context, master string, keyIDs []s
 // names a key (SAEs exchange it in the clear); its issue time to the millisecond is no secret.
 // Like uuid.NewString it panics only if the system's random source fails.
 func newKeyID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// missingReservations returns the IDs among keyIDs whose reservations this node does not hold.
+// A stale read suffices: an ID missed here is waited for or pulled needlessly, and storing a
+// reservation twice is a no-op; the Fetch itself goes through the log.
+func (n *Node) missingReservations(keyIDs []string) ([]string, error) {
+	var missing []string
+	err := n.rn.ReadStale(func(tx kms.Tx) error {
+		for _, id := range keyIDs {
+			r, err := tx.Reservation(id)
+			if err != nil {
+				return err
+			}
+			if r == nil {
+				missing = append(missing, id)
+			}
+		}
+		return nil
+	})
+	return missing, err
+}
 
 // requestContext bounds an SAE request: a site without a leader (an election, a partition)
 // answers 503 after Config.RequestTimeout instead of holding the SAE.

@@ -63,7 +63,7 @@ type Node struct {
 	pq    *pqState    // peer-message signing and PQ epochs (epoch.go)
 	rate  rateLimiter // per-SAE token buckets (ratelimit.go)
 
-	push        chan pushJob
+	push        chan []kms.Reservation
 	pushBacklog atomic.Bool   // some reservation could not be pushed; rescan the store
 	kick        chan struct{} // wakes the verifier after an ingest
 
@@ -121,7 +121,7 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		cfg: cfg, log: logger, machine: machine, db: db, audit: aud,
 		serverTLS: serverTLS, clientTLS: clientTLS,
 		peers: map[string]*peer.Client{}, peerNext: map[string]int{}, rebalanceReq: map[string]string{},
-		push: make(chan pushJob, 1024),
+		push: make(chan []kms.Reservation, 1024),
 		kick: make(chan struct{}, 1),
 		ctx:  ctx, cancel: cancel,
 	}

@@ -9,72 +9,47 @@ import (
 )
 
 // Reservations reach the slave's site by push: enc_keys hands its new reservations to the push
-// loop and waits (at most pushWait) until the peer has stored them, so the matching dec_keys,
-// which the master's SAE triggers as soon as it has the key IDs, finds them locally instead of
-// pulling them first (a peer round trip, two signatures and a log entry more). The loop sends
-// everything queued in one call per peer, so concurrent requests share a round trip (group
-// commit for the peer channel). A push that fails or takes longer changes nothing for the
-// master: its keys are issued, the reservation waits in the store (pushBacklog) and the peer
-// can still pull it on demand.
+// loop and answers at once. The loop sends everything queued in one call per peer, so
+// concurrent requests share a round trip and a signature (group commit for the peer channel).
+// The matching dec_keys, which the master's SAE triggers once it has passed the key IDs to its
+// partner, usually finds the reservations stored; when it overtakes the push it waits for it
+// (pushGrace, see ensureReservations) before pulling. A push that fails changes nothing for
+// the master: its keys are issued, the reservation waits in the store (pushBacklog) and the
+// peer can still pull it on demand.
 
-// pushWait bounds how long enc_keys waits for its reservations to reach the peer.
-const pushWait = 500 * time.Millisecond
-
-type pushJob struct {
-	rs   []kms.Reservation
-	done chan struct{} // closed once the peer answered (or the push failed)
-}
-
-// pushAndWait queues reservations for the push loop and waits until they were pushed, ctx
-// ends or pushWait passes, whichever comes first.
-func (n *Node) pushAndWait(ctx context.Context, rs []kms.Reservation) {
+// queuePush hands reservations to the push loop without waiting for the peer.
+func (n *Node) queuePush(rs []kms.Reservation) {
 	if len(rs) == 0 {
 		return
 	}
-	job := pushJob{rs: rs, done: make(chan struct{})}
 	select {
-	case n.push <- job:
+	case n.push <- rs:
 	default:
 		// Queue full: the reservations stay unpushed in the store until the backlog scan.
 		n.pushBacklog.Store(true)
-		return
-	}
-	t := time.NewTimer(pushWait)
-	defer t.Stop()
-	select {
-	case <-job.done:
-	case <-t.C:
-	case <-ctx.Done():
 	}
 }
 
 // pushLoop sends queued reservations to their peers, everything waiting in one batch.
 func (n *Node) pushLoop() {
 	for {
-		var jobs []pushJob
+		var rs []kms.Reservation
 		select {
 		case <-n.ctx.Done():
 			return
 		case j := <-n.push:
-			jobs = append(jobs, j)
+			rs = append(rs, j...)
 		}
-		var rs []kms.Reservation
-		rs = append(rs, jobs[0].rs...)
 	drain:
 		for len(rs) < pushBatch {
 			select {
 			case j := <-n.push:
-				jobs = append(jobs, j)
-				rs = append(rs, j.rs...)
+				rs = append(rs, j...)
 			default:
 				break drain
 			}
 		}
-		acked := n.pushReservations(rs)
-		for _, j := range jobs {
-			close(j.done)
-		}
-		n.recordPushed(acked)
+		n.recordPushed(n.pushReservations(rs))
 	}
 }
 
