@@ -5,11 +5,16 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"os"
+	"runtime/debug"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/qkms/qkms/api/etsi014"
+	"github.com/qkms/qkms/internal/cputime"
 )
 
 // BenchmarkIngest measures link key taken into a site: fingerprint, sealing, the replicated
@@ -60,13 +65,16 @@ func BenchmarkIngestParallel(b *testing.B) {
 func BenchmarkDeliver(b *testing.B) {
 	for _, mode := range []string{"fsync", "os"} {
 		b.Run(mode, func(b *testing.B) { benchDeliver(b, mode, 1) })
-		b.Run(mode+"/n64", func(b *testing.B) { benchDeliver(b, mode, 64) })
+		for _, n := range []int{16, 64} {
+			b.Run(fmt.Sprintf("%s-n%d", mode, n), func(b *testing.B) { benchDeliver(b, mode, n) })
+		}
 	}
 }
 
 // benchDeliver counts keys, not requests: with number keys per request, b.N keys take b.N/number
 // round trips.
 func benchDeliver(b *testing.B, mode string, number int) {
+	setGCPercent(b, 400) // as cmd/qkms runs the sites
 	tp := newTestPair(b, func(c *PairConfig) { c.Durability = mode })
 	tp.ingest(8, 1<<20)
 	tp.waitKey(2 << 20)
@@ -79,12 +87,20 @@ func benchDeliver(b *testing.B, mode string, number int) {
 		{tp.client(1, "SAE-B2"), tp.client(0, "SAE-A2"), "SAE-B2", "SAE-A2"},
 	}
 	var next atomic.Uint64
+	var mu sync.Mutex
+	var encLat, decLat []time.Duration
 	b.SetParallelism(16) // 32 clients on 2 cores
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cputime.Process()
 	b.RunParallel(func(pb *testing.PB) {
 		d := dirs[next.Add(1)%2]
 		ctx := context.Background()
+		var enc, dec []time.Duration
+		defer func() {
+			mu.Lock()
+			encLat, decLat = append(encLat, enc...), append(decLat, dec...)
+			mu.Unlock()
+		}()
 		for more := true; more; {
 			n := 0
 			for n < number && more {
@@ -95,11 +111,14 @@ func benchDeliver(b *testing.B, mode string, number int) {
 			if n == 0 {
 				return
 			}
+			t0 := time.Now()
 			keys, err := d.enc.GetKey(ctx, d.slave, etsi014.KeyRequest{Number: n})
 			if err != nil {
 				b.Error(err)
 				return
 			}
+			t1 := time.Now()
+			enc = append(enc, t1.Sub(t0))
 			ids := make([]string, len(keys))
 			for i, k := range keys {
 				ids[i] = k.ID
@@ -109,6 +128,7 @@ func benchDeliver(b *testing.B, mode string, number int) {
 				b.Error(err)
 				return
 			}
+			dec = append(dec, time.Since(t1))
 			for i := range keys {
 				if got[i].ID != keys[i].ID || !bytes.Equal(got[i].Bytes, keys[i].Bytes) {
 					b.Error("key mismatch")
@@ -118,4 +138,31 @@ func benchDeliver(b *testing.B, mode string, number int) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "keys/s")
+	if cpu := cputime.Process() - cpu0; cpu0 > 0 {
+		// Both sites and the 32 clients: the CPU a verified key costs, whatever else runs.
+		b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/key")
+	}
+	reportLatency(b, "enc", encLat)
+	reportLatency(b, "dec", decLat)
+}
+
+// setGCPercent sets the collector's target for one benchmark, like the GOGC default of
+// cmd/qkms, unless GOGC is set in the environment.
+func setGCPercent(b *testing.B, pct int) {
+	if os.Getenv("GOGC") != "" {
+		return
+	}
+	old := debug.SetGCPercent(pct)
+	b.Cleanup(func() { debug.SetGCPercent(old) })
+}
+
+// reportLatency reports the median and 99th percentile of one kind of request in ms.
+func reportLatency(b *testing.B, name string, d []time.Duration) {
+	if len(d) == 0 {
+		return
+	}
+	slices.Sort(d)
+	at := func(q float64) float64 { return float64(d[int(q*float64(len(d)-1))]) / 1e6 }
+	b.ReportMetric(at(0.50), name+"-p50-ms")
+	b.ReportMetric(at(0.99), name+"-p99-ms")
 }
