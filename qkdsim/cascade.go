@@ -36,7 +36,7 @@ package qkdsim
 //     Comput. 15 (2015) 453-477, option (8), which refines the two-stage schedule of Yan et
 //     al. 2008 (small blocks first, then many passes of two blocks of n/2): with
 //     alpha = log2(1/Q) - 1/2, k1 = 2^ceil(alpha), k2 = 2^ceil((alpha+12)/2), k3 = 4096 and
-//     k_i = n/2 for i >= 4, 14 passes (pass kinds in cascade_pass.go: blocks, shuffled,
+//     k_i = n/2 for i >= 4, 14 passes (pass kinds in cascade_pass.go: blocks, columns,
 //     columns, then split). The last 11 passes cost two parities (one after
 //     inference) plus the searches for the rare surviving error pairs and push the residual
 //     frame error rate far below the verification's eps_cor.
@@ -104,7 +104,7 @@ func cascadeSchedule(v CascadeVariant, q float64, n int) ([]passSpec, error) {
 		alpha := math.Log2(1/q) - 0.5
 		specs = append(specs,
 			passSpec{kind: passBlocks, k: clamp(math.Exp2(math.Ceil(alpha)))},
-			passSpec{kind: passShuffled, k: clamp(math.Exp2(math.Ceil((alpha + 12) / 2)))},
+			passSpec{kind: passColumns, k: clamp(math.Exp2(math.Ceil((alpha + 12) / 2)))},
 			passSpec{kind: passColumns, k: clamp(4096)})
 		for len(specs) < 14 {
 			specs = append(specs, passSpec{kind: passSplit})

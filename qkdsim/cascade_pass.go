@@ -20,19 +20,21 @@ package qkdsim
 //     a seeded random bit mask sends each position to block 0 or 1, each block in key order.
 //     Block sizes are n/2 +- O(sqrt n) instead of exactly n/2, which changes nothing for the
 //     error statistics but costs n/64 random words instead of a permutation of n.
-//   - passColumns: consecutive blocks of k bits of a permutation built from 64-bit words: the
-//     frame's words (rows) are shuffled uniformly, and the pass reads the resulting bit matrix
-//     by columns (bit 0 of every row in shuffled row order, then bit 1, ...). The 64 bits of a
-//     word go to 64 different columns, so the errors a block of the first pass (a run of key
-//     positions) masked in pairs land in different blocks; two positions of different words
-//     share a block with probability about 1/blocks, as in a uniform permutation. It costs a
-//     shuffle of n/64 rows and 64x64 bit transposes instead of a random position per bit. But
-//     rows that are close in the shuffled order share blocks in every column, so two words
-//     that each hold a masked pair in the same columns stay masked together; the optimised
-//     schedule uses it only for its third pass (k = 4096), after a passShuffled second pass has
-//     broken up the first pass's pairs. Measured on 10^6-bit frames, as the second pass it
-//     raised f from 1.063/1.064/1.081 to 1.070/1.076/1.095 at 2/5/8% QBER; as the third it
-//     leaves f, round trips and the residual errors (none in 100 frames) unchanged.
+//   - passColumns: consecutive blocks of k bits of a permutation built from 64-bit words, for
+//     the optimised schedule's second and third passes (k >= 128 there). The frame's words are
+//     the rows of a bit matrix; each row is rotated by its own random amount, and the pass
+//     reads the matrix by columns, column c listing bit c of every rotated row in an order of
+//     its own: column group g = c mod 16 takes the rows in the order of a random permutation
+//     shifted by a random offset o_g (row w at place pi((w + o_g) mod rows)). The bits of a
+//     word go to 64 different columns, so errors that a block of the first pass (a run of at
+//     most 128 key positions) masked in pairs land in different blocks; two given positions
+//     share a block with probability about 1/blocks, as in a uniform permutation. Rows that
+//     are close in one group's order are not in another's, and the rotations differ between
+//     passes, so two words that each hold a masked pair are rarely aligned in two passes.
+//     It costs a shuffle of n/64 rows and one pass over the rows per group instead of a
+//     random position per bit (about 1 ns per bit against 5 to 8). With one row order for all
+//     columns and no rotation, as the second pass it raised f from 1.063/1.064/1.081 to
+//     1.070/1.076/1.095 at 2/5/8% QBER on 10^6-bit frames.
 
 import (
 	"encoding/binary"
@@ -81,9 +83,12 @@ type cascadePass struct {
 	// bit i = parity of positions [0, i], so every range parity is O(1).
 	pre []uint64
 
-	// passColumns: rows are the frame's full words (w0 of them) and its partial last word
-	rowPos []uint32 // key word -> its row's place in the shuffled order, within its frame
-	rowAt  []uint32 // a frame's first word + place -> the row there, relative to the frame
+	// passColumns: rows are the frame's full words (w0 of them) and its partial last word,
+	// which is never rotated and comes last in every column.
+	rowPos []uint32 // key word -> pi of its row, within its frame
+	rowAt  []uint32 // a frame's first word + place -> pi^-1 of it, relative to the frame
+	rot    []uint8  // key word -> its rotation
+	offs   []uint32 // per frame, columnGroups offsets o_g
 
 	// passSplit
 	mask []uint64 // bit set: the position is in block 1
@@ -241,20 +246,27 @@ func (c *cascadePass) buildShuffled(key Bits, seed [32]byte, p int, bob bool) {
 	c.perm, c.inv, c.sb = perm, inv, out
 }
 
-// buildColumns shuffles every frame's rows (its full words; a partial last word stays last) and
-// writes the key in pass order: column j of a frame holds bit j of every row in shuffled order.
-// Alice keeps that as prefix parities (by the caller); Bob keeps it as his key in pass order.
+// columnGroups is the number of column groups of a passColumns pass, each with its own row
+// order; columns c and c+1..15 are in different groups, so the pairs a first-pass block of 16
+// masks inside a word never share an order.
+const columnGroups = 16
+
+// buildColumns draws every frame's row permutation, offsets and rotations, and writes the key
+// in pass order. Alice keeps that as prefix parities (by the caller); Bob keeps it as his key
+// in pass order.
 func (c *cascadePass) buildColumns(key Bits, seed [32]byte, p int, bob bool) {
-	n := c.n
-	c.rowPos = make([]uint32, len(key.W))
-	c.rowAt = make([]uint32, len(key.W))
-	out := make([]uint64, len(key.W))
+	n, nw := c.n, len(key.W)
+	c.rowPos = make([]uint32, nw)
+	c.rowAt = make([]uint32, nw)
+	c.rot = make([]uint8, nw)
+	c.offs = make([]uint32, columnGroups*((n+c.fl-1)/c.fl))
+	out := make([]uint64, nw)
+	rotated := make([]uint64, min(nw, c.fl>>6+1))
 	r := passRand(seed, p)
-	var tile [64]uint64
-	for fs := 0; fs < n; fs += c.fl {
+	for f, fs := 0, 0; fs < n; f, fs = f+1, fs+c.fl {
 		fe := min(fs+c.fl, n)
 		fw, w0, rem := fs>>6, (fe-fs)>>6, (fe-fs)&63
-		at := c.rowAt[fw : fw+w0+boolInt(rem != 0)]
+		at := c.rowAt[fw : fw+w0]
 		for i := range at {
 			at[i] = uint32(i)
 		}
@@ -265,15 +277,44 @@ func (c *cascadePass) buildColumns(key Bits, seed [32]byte, p int, bob bool) {
 		for t, w := range at {
 			c.rowPos[fw+int(w)] = uint32(t)
 		}
-		for a := 0; a < w0; a += 64 {
-			m := min(64, w0-a)
-			for u := range m {
-				tile[u] = key.W[fw+int(at[a+u])]
+		rt := c.rot[fw : fw+w0]
+		for i := 0; i < w0; i += 8 {
+			x := r.Uint64()
+			for k := i; k < min(i+8, w0); k++ {
+				rt[k] = uint8(x & 63)
+				x >>= 8
 			}
-			clear(tile[m:])
-			transpose64(&tile)
-			for j := range 64 {
-				orBits(out, fs+columnStart(j, w0, rem)+a, tile[j], m)
+		}
+		for i, x := range key.W[fw : fw+w0] {
+			rotated[i] = bits.RotateLeft64(x, int(rt[i]))
+		}
+		offs := c.offs[f*columnGroups : (f+1)*columnGroups]
+		for g := range offs {
+			if w0 > 0 {
+				offs[g] = uint32(bounded(r, uint64(w0)))
+			}
+		}
+		for g, o := range offs {
+			// Column g+16q, place t: row (pi^-1(t) - o) mod w0.
+			back := w0 - int(o)
+			for a := 0; a < w0; a += 64 {
+				m := min(64, w0-a)
+				var c0, c1, c2, c3 uint64
+				for u, pi := range at[a : a+m] {
+					w := int(pi) + back
+					if w >= w0 {
+						w -= w0
+					}
+					v := rotated[w] >> uint(g)
+					c0 |= (v & 1) << uint(u)
+					c1 |= (v >> 16 & 1) << uint(u)
+					c2 |= (v >> 32 & 1) << uint(u)
+					c3 |= (v >> 48 & 1) << uint(u)
+				}
+				orBits(out, fs+columnStart(g, w0, rem)+a, c0, m)
+				orBits(out, fs+columnStart(g+16, w0, rem)+a, c1, m)
+				orBits(out, fs+columnStart(g+32, w0, rem)+a, c2, m)
+				orBits(out, fs+columnStart(g+48, w0, rem)+a, c3, m)
 			}
 		}
 		if rem != 0 {
@@ -303,40 +344,45 @@ func orBits(w []uint64, pos int, v uint64, m int) {
 	}
 }
 
-// transpose64 transposes a 64x64 bit matrix in place: bit j of row u becomes bit u of row j
-// (the recursive block swap of H. S. Warren, "Hacker's Delight", 2nd ed., sec. 7-3).
-func transpose64(m *[64]uint64) {
-	mask := uint64(0x00000000ffffffff)
-	for s := 32; s != 0; s >>= 1 {
-		for k := 0; k < 64; k = (k + s + 1) &^ s {
-			t := (m[k]>>uint(s) ^ m[k+s]) & mask
-			m[k] ^= t << uint(s)
-			m[k+s] ^= t
-		}
-		mask ^= mask << uint(s>>1)
-	}
-}
-
 // columnsKeyPos is the key position at pass-order position i of a passColumns pass.
 func (c *cascadePass) columnsKeyPos(i int) int {
-	fs := i / c.fl * c.fl
+	f := i / c.fl
+	fs := f * c.fl
 	fe := min(fs+c.fl, c.n)
 	w0, rem := (fe-fs)>>6, (fe-fs)&63
 	t := i - fs
-	var j int
+	var col int
 	if big := rem * (w0 + 1); t < big {
-		j, t = t/(w0+1), t%(w0+1)
+		col, t = t/(w0+1), t%(w0+1)
 	} else {
-		j, t = rem+(t-big)/w0, (t-big)%w0
+		col, t = rem+(t-big)/w0, (t-big)%w0
 	}
-	return fs + int(c.rowAt[fs>>6+t])<<6 + j
+	if t == w0 {
+		return fs + w0<<6 + col // the partial row
+	}
+	w := int(c.rowAt[fs>>6+t]) + w0 - int(c.offs[f*columnGroups+col%columnGroups])
+	if w >= w0 {
+		w -= w0
+	}
+	return fs + w<<6 + (col-int(c.rot[fs>>6+w]))&63
 }
 
 // columnsPassPos is the pass-order position of key position x in a passColumns pass.
 func (c *cascadePass) columnsPassPos(x int) int {
-	fs := x / c.fl * c.fl
+	f := x / c.fl
+	fs := f * c.fl
 	fe := min(fs+c.fl, c.n)
-	return fs + columnStart(x&63, (fe-fs)>>6, (fe-fs)&63) + int(c.rowPos[x>>6])
+	w0, rem := (fe-fs)>>6, (fe-fs)&63
+	w := x>>6 - fs>>6
+	if w == w0 {
+		return fs + columnStart(x&63, w0, rem) + w0
+	}
+	col := (x + int(c.rot[x>>6])) & 63
+	w += int(c.offs[f*columnGroups+col%columnGroups])
+	if w >= w0 {
+		w -= w0
+	}
+	return fs + columnStart(col, w0, rem) + int(c.rowPos[fs>>6+w])
 }
 
 // scratch recycles Bob's order buffers until his Cascade ends (release).
@@ -401,9 +447,16 @@ func shuffledFrame(kw []uint64, fs, fe int, starts, pos []uint32, w0 wyRand, out
 			p := pos[l]
 			pos[l] = p + 1
 			out[p>>6] |= (x >> uint(i) & 1) << (p & 63)
-			perm[p] = uint32(j + i)
 			inv[j+i] = p
 		}
+	}
+	if perm == nil {
+		return
+	}
+	// perm in a loop of its own: its stores, one stream per block, would otherwise evict
+	// out's lines from the first-level cache.
+	for j := fs; j < fe; j++ {
+		perm[inv[j]] = uint32(j)
 	}
 }
 
@@ -503,19 +556,17 @@ func (c *cascadePass) blockRange(b int) (s, e int) {
 }
 
 // shuffledBlockAt is the block of a shuffled pass holding pass-order position i (0 <= i < n):
-// the guess from the mean block size is off by about sqrt(i/k) blocks.
+// the guess from the mean block size is off by about sqrt(i/k) blocks, so it is tried first.
 func (c *cascadePass) shuffledBlockAt(i int) int {
 	f := i / c.fl
 	lo := f * c.nbf
-	hi := min(lo+c.nbf, c.nb) - 1
-	b := min(lo+(i-f*c.fl)/c.spec.k, hi)
-	for int(c.starts[b]) > i {
-		b--
+	hi := min(lo+c.nbf, c.nb) // the block is in [lo, hi)
+	b := min(lo+(i-f*c.fl)/c.spec.k, hi-1)
+	if int(c.starts[b]) <= i && i < int(c.starts[b+1]) {
+		return b
 	}
-	for int(c.starts[b+1]) <= i {
-		b++
-	}
-	return b
+	// The last block of [lo, hi) that starts at or before i.
+	return lo + sort.Search(hi-lo, func(j int) bool { return int(c.starts[lo+j]) > i }) - 1
 }
 
 // blockOf is the block holding pass-order range [s, e), or -1 if the range is empty, out of
