@@ -261,7 +261,9 @@ func (c *cascadePass) buildColumns(key Bits, seed [32]byte, p int, bob bool) {
 	c.rot = make([]uint8, nw)
 	c.offs = make([]uint32, columnGroups*((n+c.fl-1)/c.fl))
 	out := make([]uint64, nw)
-	rotated := make([]uint64, min(nw, c.fl>>6+1))
+	// The rotated rows twice over, so that row (pi^-1(t) - o) mod w0 is rotated[pi^-1(t) +
+	// w0 - o] with no reduction: a branch there would be mispredicted every other row.
+	rotated := make([]uint64, 2*min(nw, c.fl>>6+1))
 	r := passRand(seed, p)
 	for f, fs := 0, 0; fs < n; f, fs = f+1, fs+c.fl {
 		fe := min(fs+c.fl, n)
@@ -288,6 +290,7 @@ func (c *cascadePass) buildColumns(key Bits, seed [32]byte, p int, bob bool) {
 		for i, x := range key.W[fw : fw+w0] {
 			rotated[i] = bits.RotateLeft64(x, int(rt[i]))
 		}
+		copy(rotated[w0:2*w0], rotated[:w0])
 		offs := c.offs[f*columnGroups : (f+1)*columnGroups]
 		for g := range offs {
 			if w0 > 0 {
@@ -296,16 +299,12 @@ func (c *cascadePass) buildColumns(key Bits, seed [32]byte, p int, bob bool) {
 		}
 		for g, o := range offs {
 			// Column g+16q, place t: row (pi^-1(t) - o) mod w0.
-			back := w0 - int(o)
+			rows := rotated[w0-int(o) : 2*w0]
 			for a := 0; a < w0; a += 64 {
 				m := min(64, w0-a)
 				var c0, c1, c2, c3 uint64
 				for u, pi := range at[a : a+m] {
-					w := int(pi) + back
-					if w >= w0 {
-						w -= w0
-					}
-					v := rotated[w] >> uint(g)
+					v := rows[pi] >> uint(g)
 					c0 |= (v & 1) << uint(u)
 					c1 |= (v >> 16 & 1) << uint(u)
 					c2 |= (v >> 32 & 1) << uint(u)
