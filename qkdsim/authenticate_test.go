@@ -2,6 +2,7 @@ package qkdsim
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"testing"
@@ -62,6 +63,31 @@ func TestGF64TableMatchesBitwise(t *testing.T) {
 			if got, want := tab.mul(a), gfMulSlow(a, k); got != want {
 				t.Fatalf("%x * %x = %x, want %x", a, k, got, want)
 			}
+		}
+	}
+}
+
+// TestAuthHashIsHorner checks the four-block steps of hash against plain Horner's rule with the
+// bitwise multiplication, for every way a body can end.
+func TestAuthHashIsHorner(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	k, err := NewAuthKey(testPSK(r, 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := k.mul[0][1] // 1 * K
+	for n := 0; n <= 100; n++ {
+		body := testPSK(r, n)
+		acc := gfMulSlow(uint64('B')|uint64(MsgCascade)<<8, key)
+		acc = gfMulSlow(acc^7, key)
+		acc = gfMulSlow(acc^uint64(n), key)
+		for i := 0; i < n; i += 8 {
+			var w [8]byte
+			copy(w[:], body[i:])
+			acc = gfMulSlow(acc^binary.LittleEndian.Uint64(w[:]), key)
+		}
+		if got := k.hash(1, MsgCascade, 7, body); got != acc {
+			t.Fatalf("%d-byte body: hash %x, Horner %x", n, got, acc)
 		}
 	}
 }
