@@ -147,19 +147,6 @@ func AppendAuditCanonical(b []byte, e *AuditEntry) []byte {
 	return b
 }
 
-func appendStr(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
-func appendList(b []byte, l []string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(l)))
-	for _, s := range l {
-		b = appendStr(b, s)
-	}
-	return b
-}
-
 // HashAuditEntry is SHA-256 of the canonical encoding of e, which starts with e.Prev: the
 // link of the hash chain. scratch, if not nil, is reused for the encoding.
 func HashAuditEntry(e *AuditEntry, scratch []byte) []byte {

@@ -68,6 +68,8 @@ func TestDecodeBatchRejects(t *testing.T) {
 func FuzzDecodeBatch(f *testing.F) {
 	good, _ := kms.EncodeBatch(sampleBatch())
 	f.Add(good)
+	full, _ := kms.EncodeBatch(fullBatch())
+	f.Add(full)
 	f.Add([]byte("\x01[]"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {

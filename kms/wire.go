@@ -1,0 +1,253 @@
+package kms
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+)
+
+// The binary encoding shared by log entries (codec.go), the state store's reservation records
+// and the canonical form of audit entries (audit.go). All three are persistent: a change here
+// is a new version of each.
+//
+//	str  = uvarint length, bytes
+//	list = uvarint count, str...
+//	time = byte 0 (the zero time), or byte 1, varint Unix seconds, uvarint nanoseconds
+//	       (decoded in UTC)
+//	int  = varint
+//
+// A Reservation body is
+//
+//	str KeyID, Peer, Owner, Master | list Slaves | list Fetched | int Bits |
+//	uvarint len(Ranges) {str Block, int Off, int Len} | str Provenance |
+//	time Issued | time Expires | byte State | byte Pushed (0 or 1) | str Epoch
+
+// ErrShortWire reports a truncated or malformed binary encoding.
+var ErrShortWire = errors.New("truncated or malformed binary encoding")
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendList(b []byte, ss []string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ss)))
+	for _, s := range ss {
+		b = appendStr(b, s)
+	}
+	return b
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return append(b, 0)
+	}
+	b = append(b, 1)
+	b = binary.AppendVarint(b, t.Unix())
+	return binary.AppendUvarint(b, uint64(t.Nanosecond()))
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+// AppendReservation appends the binary body of r to b.
+func AppendReservation(b []byte, r *Reservation) []byte {
+	b = appendStr(b, r.KeyID)
+	b = appendStr(b, r.Peer)
+	b = appendStr(b, r.Owner)
+	b = appendStr(b, r.Master)
+	b = appendList(b, r.Slaves)
+	b = appendList(b, r.Fetched)
+	b = binary.AppendVarint(b, int64(r.Bits))
+	b = binary.AppendUvarint(b, uint64(len(r.Ranges)))
+	for _, rg := range r.Ranges {
+		b = appendStr(b, rg.Block)
+		b = binary.AppendVarint(b, int64(rg.Off))
+		b = binary.AppendVarint(b, int64(rg.Len))
+	}
+	b = appendStr(b, string(r.Provenance))
+	b = appendTime(b, r.Issued)
+	b = appendTime(b, r.Expires)
+	b = append(b, byte(r.State))
+	b = appendBool(b, r.Pushed)
+	return appendStr(b, r.Epoch)
+}
+
+// ReservationSize is about the length of r's binary body, to size buffers.
+func ReservationSize(r *Reservation) int {
+	n := 64 + len(r.KeyID) + len(r.Peer) + len(r.Owner) + len(r.Master) + len(r.Provenance) + len(r.Epoch)
+	for _, s := range r.Slaves {
+		n += len(s) + 2
+	}
+	for _, s := range r.Fetched {
+		n += len(s) + 2
+	}
+	for _, rg := range r.Ranges {
+		n += len(rg.Block) + 12
+	}
+	return n
+}
+
+// DecodeReservation decodes a whole binary body written by AppendReservation.
+func DecodeReservation(body []byte, res *Reservation) error {
+	r := wireReader{b: body}
+	r.reservation(res)
+	return r.end()
+}
+
+// wireReader decodes the binary encoding; the first error sticks and later reads return zero
+// values.
+type wireReader struct {
+	b   []byte
+	err error
+}
+
+func (r *wireReader) fail() { r.err, r.b = ErrShortWire, nil }
+
+// end reports the first error, or trailing bytes.
+func (r *wireReader) end() error {
+	if r.err == nil && len(r.b) != 0 {
+		r.fail()
+	}
+	return r.err
+}
+
+func (r *wireReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail()
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *wireReader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail()
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *wireReader) int() int {
+	v := r.varint()
+	if int64(int(v)) != v {
+		r.fail()
+		return 0
+	}
+	return int(v)
+}
+
+func (r *wireReader) byte() byte {
+	if len(r.b) < 1 {
+		r.fail()
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *wireReader) bool() bool {
+	switch r.byte() {
+	case 0:
+		return false
+	case 1:
+		return true
+	default:
+		r.fail()
+		return false
+	}
+}
+
+func (r *wireReader) str() string {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.fail()
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+// blob reads a length-prefixed byte string without copying.
+func (r *wireReader) blob() []byte {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.fail()
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+// count reads a list length, bounded by the bytes left (every element takes at least one).
+func (r *wireReader) count() int {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.fail()
+		return 0
+	}
+	return int(n)
+}
+
+func (r *wireReader) strs() []string {
+	n := r.count()
+	if n == 0 {
+		return nil
+	}
+	ss := make([]string, n)
+	for i := range ss {
+		ss[i] = r.str()
+	}
+	return ss
+}
+
+func (r *wireReader) time() time.Time {
+	switch r.byte() {
+	case 0:
+		return time.Time{}
+	case 1:
+		sec := r.varint()
+		nsec := r.uvarint()
+		if nsec >= 1e9 {
+			r.fail()
+			return time.Time{}
+		}
+		return time.Unix(sec, int64(nsec)).UTC()
+	default:
+		r.fail()
+		return time.Time{}
+	}
+}
+
+func (r *wireReader) reservation(res *Reservation) {
+	res.KeyID = r.str()
+	res.Peer = r.str()
+	res.Owner = r.str()
+	res.Master = r.str()
+	res.Slaves = r.strs()
+	res.Fetched = r.strs()
+	res.Bits = r.int()
+	if n := r.count(); n > 0 {
+		res.Ranges = make([]Range, n)
+		for i := range res.Ranges {
+			res.Ranges[i] = Range{Block: r.str(), Off: r.int(), Len: r.int()}
+		}
+	}
+	res.Provenance = Provenance(r.str())
+	res.Issued = r.time()
+	res.Expires = r.time()
+	res.State = KeyState(r.byte())
+	res.Pushed = r.bool()
+	res.Epoch = r.str()
+}
