@@ -6,33 +6,33 @@ package qkdsim
 // A pass is a partition of the positions into blocks together with an order inside each block
 // (the order the binary search halves). Only the partition matters statistically (Brassard &
 // Salvail 1993, sec. 4: the point of the random permutation is to spread errors that were paired
-// in one block of an earlier pass over different blocks), so the three kinds below pick the
-// cheapest representation that gives the same partitions:
+// in one block of an earlier pass over different blocks), so the kinds below pick cheap
+// representations that give such partitions:
 //
 //   - passBlocks: consecutive blocks of k bits in the key's order, the first pass of BS93;
-//   - passShuffled: a seeded uniformly random partition into blocks of about k bits: every
-//     position of a frame is sent to one of ceil(frame/k) blocks independently and uniformly,
-//     each block in key order. Block sizes are k +- O(sqrt k) instead of exactly k, which
-//     leaves the chance that two given positions share a block what it is for a random
-//     permutation cut into runs of k (1/blocks), and costs one counting sort of the frame
-//     instead of a permutation;
+//   - passShuffled (the original variant): a seeded uniformly random partition into blocks of
+//     about k bits: every position of a frame is sent to one of ceil(frame/k) blocks
+//     independently and uniformly, each block in key order. Block sizes are k +- O(sqrt k)
+//     instead of exactly k, which leaves the chance that two given positions share a block
+//     what it is for a random permutation cut into runs of k (1/blocks), and costs one
+//     counting sort of the frame instead of a permutation;
 //   - passSplit: the two-block passes (k = n/2) of Yan et al. and Martinez-Mateo et al. 2015:
 //     a seeded random bit mask sends each position to block 0 or 1, each block in key order.
 //     Block sizes are n/2 +- O(sqrt n) instead of exactly n/2, which changes nothing for the
 //     error statistics but costs n/64 random words instead of a permutation of n.
 //   - passColumns: consecutive blocks of k bits of a permutation built from 64-bit words, for
-//     the optimised schedule's second and third passes (k >= 128 there). The frame's words are
+//     the optimised schedule's second and third passes. The frame's words are
 //     the rows of a bit matrix; each row is rotated by its own random amount, and the pass
 //     reads the matrix by columns, column c listing bit c of every rotated row in an order of
 //     its own: column group g = c mod 16 takes the rows in the order of a random permutation
 //     shifted by a random offset o_g (row w at place pi((w + o_g) mod rows)). The bits of a
-//     word go to 64 different columns, so errors that a block of the first pass (a run of at
-//     most 128 key positions) masked in pairs land in different blocks; two given positions
-//     share a block with probability about 1/blocks, as in a uniform permutation. Rows that
+//     word go to 64 different columns, so errors that a block of the first pass masked in
+//     pairs inside a word land in different blocks, and two positions of different words share
+//     a block with probability about 1/blocks, as in a uniform permutation. Rows that
 //     are close in one group's order are not in another's, and the rotations differ between
 //     passes, so two words that each hold a masked pair are rarely aligned in two passes.
 //     It costs a shuffle of n/64 rows and one pass over the rows per group instead of a
-//     random position per bit (about 1 ns per bit against 5 to 8). With one row order for all
+//     random position per bit (about 1 ns per bit against 4 to 9). With one row order for all
 //     columns and no rotation, as the second pass it raised f from 1.063/1.064/1.081 to
 //     1.070/1.076/1.095 at 2/5/8% QBER on 10^6-bit frames.
 
