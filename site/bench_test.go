@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -59,23 +60,34 @@ func BenchmarkIngestParallel(b *testing.B) {
 	})
 }
 
-// BenchmarkDeliver is the bench command in-process: 32 SAE clients, each getting a 256-bit key
-// at one site and fetching it at the other over ETSI 014 and mutual TLS, half in each
-// direction. It reports verified keys per second.
+// BenchmarkDeliver is the bench command in-process: 32 SAE clients, each getting 256-bit keys
+// at one site and fetching them at the other over ETSI 014 and mutual TLS, half in each
+// direction, with 1, 16 or 64 keys per request. It reports verified keys per second, the CPU
+// a key costs and the latency of both requests.
 func BenchmarkDeliver(b *testing.B) {
 	for _, mode := range []string{"fsync", "os"} {
-		b.Run(mode, func(b *testing.B) { benchDeliver(b, mode, 1) })
+		b.Run(mode, func(b *testing.B) { benchDeliver(b, mode, 1, 1, 32) })
 		for _, n := range []int{16, 64} {
-			b.Run(fmt.Sprintf("%s-n%d", mode, n), func(b *testing.B) { benchDeliver(b, mode, n) })
+			b.Run(fmt.Sprintf("%s-n%d", mode, n), func(b *testing.B) { benchDeliver(b, mode, n, 1, 32) })
+		}
+	}
+}
+
+// BenchmarkDeliver3 is BenchmarkDeliver for two 3-node sites (all six nodes in this process)
+// and 64 clients, as issue 4 measures them.
+func BenchmarkDeliver3(b *testing.B) {
+	for _, mode := range []string{"fsync", "os"} {
+		for _, n := range []int{1, 16} {
+			b.Run(fmt.Sprintf("%s-n%d", mode, n), func(b *testing.B) { benchDeliver(b, mode, n, 3, 64) })
 		}
 	}
 }
 
 // benchDeliver counts keys, not requests: with number keys per request, b.N keys take b.N/number
-// round trips.
-func benchDeliver(b *testing.B, mode string, number int) {
+// round trips. The clients talk to the first node of each site.
+func benchDeliver(b *testing.B, mode string, number, nodes, clients int) {
 	setGCPercent(b, 400) // as cmd/qkms runs the sites
-	tp := newTestPair(b, func(c *PairConfig) { c.Durability = mode })
+	tp := newTestPair(b, func(c *PairConfig) { c.Durability = mode; c.NodesPerSite = nodes })
 	tp.ingest(8, 1<<20)
 	tp.waitKey(2 << 20)
 	type dir struct {
@@ -89,7 +101,7 @@ func benchDeliver(b *testing.B, mode string, number int) {
 	var next atomic.Uint64
 	var mu sync.Mutex
 	var encLat, decLat []time.Duration
-	b.SetParallelism(16) // 32 clients on 2 cores
+	b.SetParallelism(clients / runtime.GOMAXPROCS(0))
 	b.ResetTimer()
 	start, cpu0 := time.Now(), cputime.Process()
 	b.RunParallel(func(pb *testing.PB) {
