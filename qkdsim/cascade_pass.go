@@ -21,10 +21,9 @@ package qkdsim
 //     Block sizes are n/2 +- O(sqrt n) instead of exactly n/2, which changes nothing for the
 //     error statistics but costs n/64 random words instead of a permutation of n.
 //   - passColumns: consecutive blocks of k bits of a permutation built from 64-bit words, for
-//     the optimised schedule's second and third passes. The frame's words are
-//     the rows of a bit matrix; each row is rotated by its own random amount, and the pass
-//     reads the matrix by columns, column c listing bit c of every rotated row in an order of
-//     its own: column group g = c mod 16 takes the rows in the order of a random permutation
+//     the optimised schedule's second and third passes. The frame's words are the rows of a
+//     bit matrix; each row is rotated by its own random amount, and the pass reads the matrix
+//     by columns, column c listing bit c of every rotated row in an order of its own: column group g = c mod 16 takes the rows in the order of a random permutation
 //     shifted by a random offset o_g (row w at place pi((w + o_g) mod rows)). The bits of a
 //     word go to 64 different columns, so errors that a block of the first pass masked in
 //     pairs inside a word land in different blocks, and two positions of different words share
@@ -85,8 +84,8 @@ type cascadePass struct {
 
 	// passColumns: rows are the frame's full words (w0 of them) and its partial last word,
 	// which is never rotated and comes last in every column.
-	rowPos []uint32 // key word -> pi of its row, within its frame
-	rowAt  []uint32 // a frame's first word + place -> pi^-1 of it, relative to the frame
+	rowPos []uint32 // frame's first word + i -> pi(i), for the frame's rows i
+	rowAt  []uint32 // frame's first word + place t -> pi^-1(t)
 	rot    []uint8  // key word -> its rotation
 	offs   []uint32 // per frame, columnGroups offsets o_g
 
