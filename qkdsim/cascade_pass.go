@@ -454,8 +454,8 @@ func shuffledFrame(kw []uint64, fs, fe int, starts, pos []uint32, w0 wyRand, out
 	if perm == nil {
 		return
 	}
-	// perm in a loop of its own: its stores, one stream per block, would otherwise evict
-	// out's lines from the first-level cache.
+	// perm in a loop of its own, from inv: a little faster (7.8-8.1 against 8.1-8.9 ns per
+	// bit for Bob at 2^20 bits) than a third stream of stores, one per block, in the loop above.
 	for j := fs; j < fe; j++ {
 		perm[inv[j]] = uint32(j)
 	}
