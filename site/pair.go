@@ -260,10 +260,16 @@ func (p *Pair) Restart(i int) error {
 	return nil
 }
 
-// waitRoom returns once this site's pool for peerKME holds less than full bytes (verified
-// or pending), polling: pools drain as SAEs take keys, with no event to wait on.
+// waitRoom returns at once while this site's pool for peerKME holds less than full bytes
+// (verified or pending). Once the pool is full it returns only when the pool has drained below
+// three quarters of full, polling (pools drain as SAEs take keys, with no event to wait on):
+// like a QKD device's buffer with a low-water mark, the link then refills in a burst instead
+// of producing a block each time SAEs take one block's worth.
 func (n *Node) waitRoom(ctx context.Context, peerKME string, full int64) error {
-	for n.poolFill(peerKME) >= full {
+	if n.poolFill(peerKME) < full {
+		return nil
+	}
+	for low := full - full/4; n.poolFill(peerKME) >= low; {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/qkms/qkms/kms"
 	"github.com/qkms/qkms/pki"
 	"github.com/qkms/qkms/qkdsim"
 	"github.com/qkms/qkms/site"
@@ -66,6 +67,7 @@ func newDemoCmd() *cobra.Command {
 		nodes    int
 		durable  string
 		policy   string
+		maxKeys  int
 	)
 	cmd := &cobra.Command{
 		Use:   "demo --dir DIR",
@@ -73,6 +75,9 @@ func newDemoCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" {
 				return fmt.Errorf("--dir is required")
+			}
+			if maxKeys < 0 {
+				return fmt.Errorf("--max-keys must be 0 (the default) or positive, got %d", maxKeys)
 			}
 			if nodes != 1 && nodes != 3 && nodes != 5 {
 				return fmt.Errorf("--nodes must be 1, 3 or 5 (a raft cluster of an odd size), got %d", nodes)
@@ -91,7 +96,7 @@ func newDemoCmd() *cobra.Command {
 				KMEs: [2]string{"KME-A", "KME-B"},
 				SAEs: [2][]string{{"SAE-A1", "SAE-A2"}, {"SAE-B1", "SAE-B2"}},
 				Link: &linkCfg, Logger: slog.Default(), NodesPerSite: nodes, Durability: durable,
-				DefaultPolicy: policy,
+				DefaultPolicy: policy, Limits: kms.Limits{MaxKeyCount: maxKeys},
 			})
 			if err != nil {
 				return err
@@ -137,6 +142,7 @@ func newDemoCmd() *cobra.Command {
 	cmd.Flags().Float64Var(&distance, "distance", 25, "fibre length in km")
 	cmd.Flags().BoolVar(&fast, "fast", false, "fill the pools as fast as the simulator runs instead of at the physical rate")
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "simulator seed")
+	cmd.Flags().IntVar(&maxKeys, "max-keys", 0, "keys of the default size each site holds per link (max_key_count; 0: the default, 100000); the link pauses while a pool is full and resumes below three quarters")
 	cmd.Flags().IntVar(&nodes, "nodes", 1, "nodes per site (a raft cluster of 1, 3 or 5)")
 	cmd.Flags().StringVar(&policy, "policy", site.PolicyQKDOnly, "key policy of every SAE pair: qkd-only, hybrid or pqc-fallback")
 	cmd.Flags().StringVar(&durable, "durability", "fsync", "when writes are acknowledged: fsync (survives power loss) or os (survives process crashes)")
