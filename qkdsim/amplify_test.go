@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/qkms/qkms/internal/cputime"
 )
 
 // seedReader is a deterministic io.Reader of random bytes for tests.
@@ -152,14 +154,14 @@ func BenchmarkAmplify(b *testing.B) {
 	key := randBits(r, n)
 	seed := randBits(r, ToeplitzSeedLen(n))
 	b.SetBytes(n / 8)
-	cpu0 := processCPUTime()
+	cpu0 := cputime.Process()
 	for b.Loop() {
 		ToeplitzHash(seed, key, n/2)
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e6, "Mbit/s")
 	// The hash runs on one goroutine, so input bits per CPU-second is the rate per core even
 	// when other processes share the cores (it includes the GC's share, so it is a lower bound).
-	if cpu := processCPUTime() - cpu0; cpu > 0 {
+	if cpu := cputime.Process() - cpu0; cpu > 0 {
 		b.ReportMetric(float64(n)*float64(b.N)/cpu.Seconds()/1e6, "Mbit/cpu-s")
 	}
 }

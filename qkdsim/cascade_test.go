@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
+
+	"github.com/qkms/qkms/internal/cputime"
 )
 
 // recWithErrors returns Alice's random key and Bob's copy with exactly round(q n) errors at
@@ -293,7 +295,7 @@ func BenchmarkCascade(b *testing.B) {
 				a, bob := recWithErrors(r, n, q)
 				var leaked, rts int64
 				runs := 0
-				cpu0 := processCPU()
+				cpu0 := cputime.Process()
 				for b.Loop() {
 					b.StopTimer()
 					work := bob.Clone()
@@ -309,7 +311,7 @@ func BenchmarkCascade(b *testing.B) {
 				b.ReportMetric(float64(leaked)/float64(runs)/(n*binaryEntropy(q)), "f")
 				b.ReportMetric(float64(rts)/float64(runs), "roundtrips")
 				b.ReportMetric(float64(n)*float64(runs)/b.Elapsed().Seconds()/1e6, "Mbit/s")
-				if cpu := processCPU() - cpu0; cpu > 0 {
+				if cpu := cputime.Process() - cpu0; cpu > 0 {
 					// CPU time of the whole process (both parties, GC): the per-core rate,
 					// which stays meaningful when other jobs share the cores.
 					b.ReportMetric(float64(n)*float64(runs)/cpu.Seconds()/1e6, "Mbit/s-cpu")
