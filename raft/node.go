@@ -14,6 +14,7 @@ import (
 
 	hraft "github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
 )
 
 // Sentinel errors callers branch on (the API layer answers 503 for the first three).
@@ -146,6 +147,10 @@ func (c *Config) raftConfig(notify chan<- bool) *hraft.Config {
 	return rc
 }
 
+// logMmapSize is the address space reserved for the log store's file (only address space on
+// Linux; the file grows as needed).
+const logMmapSize = 1 << 30
+
 // Node is one member of a site's raft cluster.
 type Node struct {
 	cfg       Config
@@ -203,7 +208,15 @@ func Open(cfg Config) (*Node, error) {
 		}
 		return nil, err
 	}
-	n.logs, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db"), NoSync: cfg.NoFsync})
+	n.logs, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db"), NoSync: cfg.NoFsync,
+		BoltOptions: &bolt.Options{
+			// Growing the mapping of a growing log would stop every reader and writer of the
+			// log store for the remap (tens of ms); reserve the address space up front.
+			InitialMmapSize: logMmapSize,
+			FreelistType:    bolt.FreelistMapType,
+			// Without fsync, growing the file needs none either (bbolt syncs the new size).
+			NoGrowSync: cfg.NoFsync,
+		}})
 	if err != nil {
 		return fail(fmt.Errorf("raft: open log store %s: %w (is another node using this directory?)", filepath.Join(cfg.Dir, "raft.db"), err))
 	}

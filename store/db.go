@@ -120,6 +120,8 @@ func (db *DB) openBolt(path string) (*bolt.DB, error) {
 		// Apply; reserving address space up front avoids that (only address space on Linux).
 		InitialMmapSize: initialMmapSize,
 		NoSync:          db.noSync,
+		// Without fsync, growing the file needs none either (bbolt syncs the new size).
+		NoGrowSync: db.noSync,
 		// The freelist is rebuilt by a scan at open instead of written on every commit, as etcd
 		// does: erasure frees pages all the time, and rewriting the list cost each commit more
 		// than the records it carried.
