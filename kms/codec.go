@@ -75,7 +75,7 @@ func EncodeBatch(cmds []*Command) ([]byte, error) {
 		}
 		body = b
 		out = append(out, kind)
-		out = appendStr(out, string(body)) // no copy: the compiler elides the conversion
+		out = appendBlob(out, body)
 	}
 	return out, nil
 }
@@ -121,9 +121,9 @@ func encodeCommand(b []byte, c *Command) (byte, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	b = appendStr(b, string(js))
+	b = appendBlob(b, js)
 	if c.Ingest != nil {
-		b = appendStr(b, string(sealed))
+		b = appendBlob(b, sealed)
 	}
 	return kindJSON, b, nil
 }

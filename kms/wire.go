@@ -30,6 +30,12 @@ func appendStr(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+// appendBlob is appendStr for bytes: the same encoding, without a conversion to string.
+func appendBlob(b, v []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
 func appendList(b []byte, ss []string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(ss)))
 	for _, s := range ss {
