@@ -12,9 +12,9 @@ import (
 
 // gcPercent is the garbage collector's target when GOGC is not set. A node's live heap is
 // small (tens of MB; the key store is a memory-mapped file) and every request allocates, so
-// with Go's default of 100 the collector runs hundreds of times a second: at 400 a verified
-// key costs about a quarter less CPU (BenchmarkDeliver, docs/benchmarks.md) for a heap that
-// peaks at about five times the live data instead of twice. GOGC overrides it.
+// with Go's default of 100 the collector runs often: at 400 a verified key costs about a
+// quarter less CPU (BenchmarkDeliver, docs/benchmarks.md) for a heap that peaks at about five
+// times the live data instead of twice. GOGC overrides it.
 const gcPercent = 400
 
 func main() {
