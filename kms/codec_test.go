@@ -2,6 +2,7 @@ package kms_test
 
 import (
 	"bytes"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -86,4 +87,45 @@ func FuzzDecodeBatch(f *testing.F) {
 			t.Fatalf("re-decode: %v", err)
 		}
 	})
+}
+
+// BenchmarkBatchCodec encodes and decodes the entries key requests produce: four requests of
+// 16 keys (Issue and Fetch) and one push of 64 reservations (PeerReserve).
+func BenchmarkBatchCodec(b *testing.B) {
+	at := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+	ids := make([]string, 16)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("019ab%03d-1234-7abc-8def-0123456789ab", i)
+	}
+	issue := &kms.IssueCmd{Self: kmeA, Peer: kmeB, Master: "SAE-A1", Slaves: []string{"SAE-B1"},
+		Bits: 256, KeyIDs: ids, Expires: at.Add(time.Minute), Provenance: kms.ProvenanceQKD}
+	fetch := &kms.FetchCmd{Master: "SAE-A1", Caller: "SAE-B1", KeyIDs: ids}
+	var rs []kms.Reservation
+	for i := range 64 {
+		rs = append(rs, kms.Reservation{KeyID: ids[i%16], Peer: kmeB, Owner: kmeA, Master: "SAE-A1",
+			Slaves: []string{"SAE-B1"}, Bits: 256, Ranges: []kms.Range{{Block: "A-B-17", Off: 32 * i, Len: 32}},
+			Provenance: kms.ProvenanceQKD, Issued: at, Expires: at.Add(time.Minute)})
+	}
+	for _, tc := range []struct {
+		name string
+		cmds []*kms.Command
+	}{
+		{"requests-4x16", []*kms.Command{
+			{Time: at, ReqID: "issue/" + ids[0], Issue: issue}, {Time: at, ReqID: "fetch/SAE-B1/" + ids[1], Fetch: fetch},
+			{Time: at, ReqID: "issue/" + ids[2], Issue: issue}, {Time: at, ReqID: "fetch/SAE-B1/" + ids[3], Fetch: fetch},
+		}},
+		{"push-64", []*kms.Command{{Time: at, PeerReserve: &kms.PeerReserveCmd{From: kmeA, Reservations: rs}}}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			for b.Loop() {
+				data, err := kms.EncodeBatch(tc.cmds)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := kms.DecodeBatch(data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
