@@ -47,11 +47,32 @@ fi
 
 count=$(echo "$targets" | wc -l)
 echo "fuzz: $count targets, $fuzztime each"
+# fuzz_once runs one target. A real failure writes its input under testdata/fuzz/; on a loaded
+# machine go's fuzzing engine sometimes ends a run that found nothing with "context deadline
+# exceeded" instead (its workers miss the -fuzztime deadline). That outcome, and only that, is
+# retried, twice at most.
+fuzz_once() {
+	local pkg=$1 name=$2 out before after
+	for attempt in 1 2 3; do
+		before=$(ls "$pkg/testdata/fuzz/$name" 2>/dev/null | wc -l)
+		# -fuzztime bounds the run; -timeout 0 keeps go test from killing a long (-t 5m) run.
+		out=$(go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" -timeout 0 "$pkg" </dev/null 2>&1)
+		local rc=$?
+		echo "$out"
+		[ $rc = 0 ] && return 0
+		after=$(ls "$pkg/testdata/fuzz/$name" 2>/dev/null | wc -l)
+		if [ "$after" != "$before" ] || ! grep -q 'context deadline exceeded' <<<"$out"; then
+			return 1
+		fi
+		echo "fuzz: $pkg $name: the engine missed its deadline without a failing input (attempt $attempt)"
+	done
+	return 1
+}
+
 failed=()
 while read -r pkg name; do
 	echo "=== $pkg $name"
-	# -fuzztime bounds the run; -timeout 0 keeps go test from killing a long (-t 5m) run.
-	if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" -timeout 0 "$pkg" </dev/null; then
+	if ! fuzz_once "$pkg" "$name"; then
 		failed+=("$pkg $name")
 	fi
 done <<<"$targets"
