@@ -67,22 +67,26 @@ func (n *Node) pushReservations(rs []kms.Reservation) []string {
 			n.log.Warn("push reservations: no peer channel", "peer", p, "err", err)
 			continue
 		}
-		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-		acc, rej, err := c.PushReservations(ctx, list)
-		cancel()
-		if err != nil {
-			n.peerFailed(p, err)
-			n.pushBacklog.Store(true)
-			n.log.Warn("push reservations failed; retrying later, and the peer can pull on demand", "peer", p, "keys", len(list), "err", err)
-			continue
-		}
-		for _, r := range rej {
-			n.log.Warn("peer rejected reservation", "peer", p, "key_id", r.KeyID, "reason", r.Reason, "detail", r.Detail)
-			if r.Reason == peer.RejectRetryLater {
+		for len(list) > 0 {
+			chunk := list[:min(len(list), peer.MaxReservations)] // the batch may overshoot pushBatch
+			list = list[len(chunk):]
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			acc, rej, err := c.PushReservations(ctx, chunk)
+			cancel()
+			if err != nil {
+				n.peerFailed(p, err)
 				n.pushBacklog.Store(true)
+				n.log.Warn("push reservations failed; retrying later, and the peer can pull on demand", "peer", p, "keys", len(chunk)+len(list), "err", err)
+				break
 			}
+			for _, r := range rej {
+				n.log.Warn("peer rejected reservation", "peer", p, "key_id", r.KeyID, "reason", r.Reason, "detail", r.Detail)
+				if r.Reason == peer.RejectRetryLater {
+					n.pushBacklog.Store(true)
+				}
+			}
+			acked = append(acked, acc...)
 		}
-		acked = append(acked, acc...)
 	}
 	return acked
 }

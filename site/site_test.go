@@ -14,6 +14,7 @@ import (
 
 	"github.com/qkms/qkms/api/etsi014"
 	"github.com/qkms/qkms/kms"
+	"github.com/qkms/qkms/peer"
 	"github.com/qkms/qkms/pki"
 )
 
@@ -357,5 +358,43 @@ func TestPeerChannelOutage(t *testing.T) {
 		if !bytes.Equal(got[i].Bytes, keys[i].Bytes) {
 			t.Fatalf("key %d differs after the outage", i)
 		}
+	}
+}
+
+// A push larger than the peer accepts in one call goes in several, and every reservation is
+// acknowledged.
+func TestPushMoreThanOneCall(t *testing.T) {
+	tp := newTestPair(t, nil)
+	tp.ingest(8, 1<<16)
+	tp.waitKey(1 << 16)
+	a, b := tp.Sites[0], tp.Sites[1]
+	ctx := context.Background()
+	var rs []kms.Reservation
+	for len(rs) <= peer.MaxReservations {
+		ids := make([]string, 128)
+		for i := range ids {
+			ids[i] = newKeyID()
+		}
+		// Proposed directly, so nothing is queued for the push loop.
+		res, err := a.propose(ctx, &kms.Command{Issue: &kms.IssueCmd{
+			Self: a.KMEID(), Peer: b.KMEID(), Master: "SAE-A1", Slaves: []string{"SAE-B1"},
+			Bits: 256, KeyIDs: ids, Expires: time.Now().Add(time.Minute), Provenance: kms.ProvenanceQKD,
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, res.Reservations...)
+	}
+	acked := a.pushReservations(rs)
+	if len(acked) != len(rs) {
+		t.Fatalf("%d of %d reservations acknowledged", len(acked), len(rs))
+	}
+	ids := make([]string, len(rs))
+	for i := range rs {
+		ids[i] = rs[i].KeyID
+	}
+	missing, err := b.missingReservations(ids)
+	if err != nil || len(missing) != 0 {
+		t.Fatalf("peer misses %d of %d reservations (%v)", len(missing), len(ids), err)
 	}
 }
