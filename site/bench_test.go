@@ -66,9 +66,11 @@ func BenchmarkIngestParallel(b *testing.B) {
 // a key costs and the latency of both requests.
 func BenchmarkDeliver(b *testing.B) {
 	for _, mode := range []string{"fsync", "os"} {
-		b.Run(mode, func(b *testing.B) { benchDeliver(b, mode, 1, 1, 32) })
+		b.Run(mode, func(b *testing.B) { benchDeliver(b, deliverSetup{mode: mode, number: 1, nodes: 1, clients: 32}) })
 		for _, n := range []int{16, 64} {
-			b.Run(fmt.Sprintf("%s-n%d", mode, n), func(b *testing.B) { benchDeliver(b, mode, n, 1, 32) })
+			b.Run(fmt.Sprintf("%s-n%d", mode, n), func(b *testing.B) {
+				benchDeliver(b, deliverSetup{mode: mode, number: n, nodes: 1, clients: 32})
+			})
 		}
 	}
 }
@@ -78,18 +80,42 @@ func BenchmarkDeliver(b *testing.B) {
 func BenchmarkDeliver3(b *testing.B) {
 	for _, mode := range []string{"fsync", "os"} {
 		for _, n := range []int{1, 16} {
-			b.Run(fmt.Sprintf("%s-n%d", mode, n), func(b *testing.B) { benchDeliver(b, mode, n, 3, 64) })
+			b.Run(fmt.Sprintf("%s-n%d", mode, n), func(b *testing.B) {
+				benchDeliver(b, deliverSetup{mode: mode, number: n, nodes: 3, clients: 64})
+			})
 		}
 	}
 }
 
+// deliverSetup is one configuration of benchDeliver.
+type deliverSetup struct {
+	mode                   string // durability
+	number, nodes, clients int    // keys per request, nodes per site, concurrent SAE clients
+	policy                 string // default key policy ("": qkd-only)
+	pause                  bool   // pause the link at both sites first (pqc-fallback then serves pqc)
+	want                   string // provenance every key must carry ("": not checked)
+}
+
 // benchDeliver counts keys, not requests: with number keys per request, b.N keys take b.N/number
 // round trips. The clients talk to the first node of each site.
-func benchDeliver(b *testing.B, mode string, number, nodes, clients int) {
+func benchDeliver(b *testing.B, s deliverSetup) {
 	setGCPercent(b, 400) // as cmd/qkms runs the sites
-	tp := newTestPair(b, func(c *PairConfig) { c.Durability = mode; c.NodesPerSite = nodes })
+	tp := newTestPair(b, func(c *PairConfig) {
+		c.Durability, c.NodesPerSite, c.DefaultPolicy = s.mode, s.nodes, s.policy
+	})
 	tp.ingest(8, 1<<20)
 	tp.waitKey(2 << 20)
+	if s.policy != "" {
+		tp.waitEpoch()
+	}
+	if s.pause {
+		for i, n := range tp.Sites {
+			if err := n.SetLinkPaused(context.Background(), tp.Sites[1-i].KMEID(), true, "bench", ""); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	number, clients := s.number, s.clients
 	type dir struct {
 		enc, dec      *etsi014.Client
 		master, slave string
@@ -162,12 +188,16 @@ func benchDeliver(b *testing.B, mode string, number, nodes, clients int) {
 					b.Error("key mismatch")
 					return
 				}
+				if s.want != "" && (provOf(keys[i]) != s.want || provOf(got[i]) != s.want) {
+					b.Errorf("provenance %q / %q, want %s", provOf(keys[i]), provOf(got[i]), s.want)
+					return
+				}
 			}
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "keys/s")
 	if cpu := cputime.Process() - cpu0; cpu0 > 0 {
-		// Both sites and the 32 clients: the CPU a verified key costs, whatever else runs.
+		// Both sites and the clients: the CPU a verified key costs, whatever else runs.
 		b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/key")
 	}
 	reportLatency(b, "enc", encLat)
