@@ -16,7 +16,3 @@ func encodeReservation(fixed []byte, r *kms.Reservation) []byte {
 	b = append(b, fixed...)
 	return kms.AppendReservation(b, r)
 }
-
-func decodeReservation(body []byte, res *kms.Reservation) error {
-	return kms.DecodeReservation(body, res)
-}

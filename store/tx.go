@@ -280,7 +280,7 @@ func (t *tx) DeleteReservation(keyID string) error {
 // or JSON (recordVersion, written before the binary codec existed).
 func decodeReservationRecord(raw []byte, r *kms.Reservation) error {
 	if len(raw) >= 10 && raw[0] == reservationVersion {
-		if err := decodeReservation(raw[10:], r); err != nil {
+		if err := kms.DecodeReservation(raw[10:], r); err != nil {
 			return fmt.Errorf("record body: %w: %w", err, ErrTampered)
 		}
 		return nil
