@@ -20,11 +20,13 @@ import (
 
 // benchResult is what `qkms bench --json` prints.
 type benchResult struct {
-	Protocol   string                `json:"protocol"`
-	Clients    int                   `json:"clients"`
-	DurationS  float64               `json:"duration_s"`
-	SizeBits   int                   `json:"size_bits"`
-	Number     int                   `json:"number"`
+	Protocol  string  `json:"protocol"`
+	Clients   int     `json:"clients"`
+	DurationS float64 `json:"duration_s"`
+	SizeBits  int     `json:"size_bits"`
+	Number    int     `json:"number"`
+	// Rate is the offered load (keys/s) of an open-loop run, 0 for a closed loop.
+	Rate       float64               `json:"rate_keys_per_s,omitempty"`
 	Keys       int64                 `json:"keys"`
 	KeysPerS   float64               `json:"keys_per_s"`
 	Errors     int64                 `json:"errors"`
@@ -47,6 +49,7 @@ func newBenchCmd() *cobra.Command {
 		size     int
 		number   int
 		protocol string
+		rate     float64
 		asJSON   bool
 	)
 	cmd := &cobra.Command{
@@ -56,8 +59,8 @@ func newBenchCmd() *cobra.Command {
 			if protocol != "etsi014" && protocol != "grpc" {
 				return fmt.Errorf("--protocol %q is not available; supported: etsi014, grpc", protocol)
 			}
-			if clients < 1 || number < 1 || size < 8 || size%8 != 0 || duration <= 0 {
-				return fmt.Errorf("--clients and --number must be >= 1, --size a positive multiple of 8, --duration > 0")
+			if clients < 1 || number < 1 || size < 8 || size%8 != 0 || duration <= 0 || rate < 0 {
+				return fmt.Errorf("--clients and --number must be >= 1, --size a positive multiple of 8, --duration > 0, --rate >= 0")
 			}
 			raw, err := os.ReadFile(demo)
 			if err != nil {
@@ -70,7 +73,7 @@ func newBenchCmd() *cobra.Command {
 			if len(df.Sites) < 2 || len(df.Sites[0].SAEs) == 0 || len(df.Sites[1].SAEs) == 0 {
 				return fmt.Errorf("%s: need two sites with an SAE each", demo)
 			}
-			res, err := runBench(cmd.Context(), df, protocol, clients, duration, size, number)
+			res, err := runBench(cmd.Context(), df, benchLoad{protocol: protocol, clients: clients, duration: duration, size: size, number: number, rate: rate})
 			if err != nil {
 				return err
 			}
@@ -81,7 +84,11 @@ func newBenchCmd() *cobra.Command {
 				return nil
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "%d clients, %s, %d x %d-bit keys per request over %s\n", clients, duration, number, size, protocol)
+			fmt.Fprintf(w, "%d clients, %s, %d x %d-bit keys per request over %s", clients, duration, number, size, protocol)
+			if rate > 0 {
+				fmt.Fprintf(w, ", offered %.0f keys/s", rate)
+			}
+			fmt.Fprintln(w)
 			fmt.Fprintf(w, "verified keys: %d (%.0f keys/s)  errors: %d  mismatches: %d\n", res.Keys, res.KeysPerS, res.Errors, res.Mismatches)
 			for _, k := range []string{"enc", "dec"} {
 				l := res.LatencyMS[k]
@@ -99,6 +106,7 @@ func newBenchCmd() *cobra.Command {
 	cmd.Flags().IntVar(&size, "size", 256, "key size in bits")
 	cmd.Flags().IntVar(&number, "number", 1, "keys per enc_keys request")
 	cmd.Flags().StringVar(&protocol, "protocol", "etsi014", "API to drive: etsi014 (REST) or grpc (qkms.v1.KeyDelivery)")
+	cmd.Flags().Float64Var(&rate, "rate", 0, "offered load in keys/s, spread evenly over the clients (open loop; enc_keys latency counts from when a request was due); 0: each client sends its next request as soon as the last is done")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
 }
@@ -161,7 +169,17 @@ type direction struct {
 	masterID, slaveID string
 }
 
-func runBench(ctx context.Context, df demoFile, protocol string, clients int, d time.Duration, size, number int) (*benchResult, error) {
+// benchLoad is what runBench drives: clients SAEs over protocol for duration, number keys of
+// size bits per enc_keys, and with rate > 0 an enc_keys every number/rate seconds in all.
+type benchLoad struct {
+	protocol              string
+	clients, size, number int
+	duration              time.Duration
+	rate                  float64
+}
+
+func runBench(ctx context.Context, df demoFile, load benchLoad) (*benchResult, error) {
+	protocol, clients, d, size, number := load.protocol, load.clients, load.duration, load.size, load.number
 	var conns []*keydelivery.Client
 	defer func() {
 		for _, c := range conns {
@@ -234,6 +252,14 @@ func runBench(ctx context.Context, df demoFile, protocol string, clients int, d 
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	start := time.Now()
+	// Open loop: request k of client c is due at start + (k*clients + c) * interval, whether or
+	// not earlier ones were answered in time; its latency counts from then, so a site that falls
+	// behind shows it in the percentiles instead of slowing the clients down (coordinated
+	// omission).
+	var interval time.Duration
+	if load.rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(number) / load.rate)
+	}
 	var wg sync.WaitGroup
 	for c := 0; c < clients; c++ {
 		wg.Add(1)
@@ -241,8 +267,18 @@ func runBench(ctx context.Context, df demoFile, protocol string, clients int, d 
 			defer wg.Done()
 			dirs := perClient[c]
 			dir := dirs[c%len(dirs)]
-			for ctx.Err() == nil {
+			for k := 0; ctx.Err() == nil; k++ {
 				t0 := time.Now()
+				if interval > 0 {
+					t0 = start.Add(time.Duration(k*clients+c) * interval)
+					if wait := time.Until(t0); wait > 0 {
+						select {
+						case <-time.After(wait):
+						case <-ctx.Done():
+							return
+						}
+					}
+				}
 				issued, err := dir.enc.getKey(ctx, dir.slaveID, number, size)
 				t1 := time.Now()
 				if err != nil {
@@ -276,7 +312,7 @@ func runBench(ctx context.Context, df demoFile, protocol string, clients int, d 
 	}
 	wg.Wait()
 	elapsed := time.Since(start).Seconds()
-	res := &benchResult{Clients: clients, DurationS: elapsed, SizeBits: size, Number: number,
+	res := &benchResult{Clients: clients, DurationS: elapsed, SizeBits: size, Number: number, Rate: load.rate,
 		Keys: keys.Load(), KeysPerS: float64(keys.Load()) / elapsed, Errors: errs.Load(),
 		Mismatches: mismatches.Load(), LatencyMS: map[string]percentile{}}
 	if v := firstErr.Load(); v != nil {

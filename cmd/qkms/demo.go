@@ -109,24 +109,7 @@ func newDemoCmd() *cobra.Command {
 			if err := pair.WaitForKey(ctx, 4096); err != nil {
 				return err
 			}
-			df := demoFile{CA: pair.Layout.CACert}
-			for i, n := range pair.Sites {
-				ds := demoSite{KMEID: n.KMEID(), ETSI014URL: "https://" + n.ETSI014Addr(), PeerAddr: n.PeerAddr(), AdminAddr: n.AdminAddr()}
-				ds.GRPCAddr, ds.MetricsURL = n.GRPCAddr(), metricsURL(n)
-				for _, m := range pair.Nodes[i] {
-					ds.Nodes = append(ds.Nodes, demoNode{NodeID: m.NodeID(), ETSI014URL: "https://" + m.ETSI014Addr(),
-						PeerAddr: m.PeerAddr(), AdminAddr: m.AdminAddr(), RaftAddr: m.RaftAddr(),
-						GRPCAddr: m.GRPCAddr(), MetricsURL: metricsURL(m)})
-				}
-				for _, s := range pair.SAEs[i] {
-					e, _ := pair.Layout.Find(s)
-					ds.SAEs = append(ds.SAEs, demoSAE{SAEID: s, Cert: e.Cert, Key: e.Key})
-				}
-				if e, ok := pair.Layout.Find(pki.AdminID(n.KMEID())); ok {
-					ds.AdminCert, ds.AdminKey = e.Cert, e.Key
-				}
-				df.Sites = append(df.Sites, ds)
-			}
+			df := demoFileOf(pair)
 			b, _ := json.MarshalIndent(df, "", "  ")
 			if err := os.WriteFile(filepath.Join(abs, "demo.json"), append(b, '\n'), 0o644); err != nil {
 				return err
@@ -147,6 +130,29 @@ func newDemoCmd() *cobra.Command {
 	cmd.Flags().StringVar(&policy, "policy", site.PolicyQKDOnly, "key policy of every SAE pair: qkd-only, hybrid or pqc-fallback")
 	cmd.Flags().StringVar(&durable, "durability", "fsync", "when writes are acknowledged: fsync (survives power loss) or os (survives process crashes)")
 	return cmd
+}
+
+// demoFileOf lists the endpoints and certificates of a running pair, as demo.json holds them.
+func demoFileOf(pair *site.Pair) demoFile {
+	df := demoFile{CA: pair.Layout.CACert}
+	for i, n := range pair.Sites {
+		ds := demoSite{KMEID: n.KMEID(), ETSI014URL: "https://" + n.ETSI014Addr(), PeerAddr: n.PeerAddr(), AdminAddr: n.AdminAddr()}
+		ds.GRPCAddr, ds.MetricsURL = n.GRPCAddr(), metricsURL(n)
+		for _, m := range pair.Nodes[i] {
+			ds.Nodes = append(ds.Nodes, demoNode{NodeID: m.NodeID(), ETSI014URL: "https://" + m.ETSI014Addr(),
+				PeerAddr: m.PeerAddr(), AdminAddr: m.AdminAddr(), RaftAddr: m.RaftAddr(),
+				GRPCAddr: m.GRPCAddr(), MetricsURL: metricsURL(m)})
+		}
+		for _, s := range pair.SAEs[i] {
+			e, _ := pair.Layout.Find(s)
+			ds.SAEs = append(ds.SAEs, demoSAE{SAEID: s, Cert: e.Cert, Key: e.Key})
+		}
+		if e, ok := pair.Layout.Find(pki.AdminID(n.KMEID())); ok {
+			ds.AdminCert, ds.AdminKey = e.Cert, e.Key
+		}
+		df.Sites = append(df.Sites, ds)
+	}
+	return df
 }
 
 func printHowTo(cmd *cobra.Command, dir string, df demoFile) {
