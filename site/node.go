@@ -64,6 +64,7 @@ type Node struct {
 	rate  rateLimiter // per-SAE token buckets (ratelimit.go)
 
 	push        chan []kms.Reservation
+	pushed      chan []string // key IDs the peer acknowledged, for markLoop
 	pushBacklog atomic.Bool   // some reservation could not be pushed; rescan the store
 	kick        chan struct{} // wakes the verifier after an ingest
 
@@ -121,7 +122,7 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		cfg: cfg, log: logger, machine: machine, db: db, audit: aud,
 		serverTLS: serverTLS, clientTLS: clientTLS,
 		peers: map[string]*peer.Client{}, peerNext: map[string]int{}, rebalanceReq: map[string]string{},
-		push: make(chan []kms.Reservation, 1024),
+		push: make(chan []kms.Reservation, 1024), pushed: make(chan []string, 64),
 		kick: make(chan struct{}, 1),
 		ctx:  ctx, cancel: cancel,
 	}
@@ -157,9 +158,10 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go func() { defer n.wg.Done(); n.leaderLoops() }()
 	go func() { defer n.wg.Done(); n.pushLoop() }()
+	go func() { defer n.wg.Done(); n.markLoop() }()
 	go func() { defer n.wg.Done(); n.auditLoop() }()
 	return n, nil
 }

@@ -49,7 +49,38 @@ func (n *Node) pushLoop() {
 				break drain
 			}
 		}
-		n.recordPushed(n.pushReservations(rs))
+		// Recording the acknowledgement is a commit at this site; it must not hold the next push,
+		// which dec_keys at the peer may be waiting for.
+		if acked := n.pushReservations(rs); len(acked) > 0 {
+			select {
+			case n.pushed <- acked:
+			case <-n.ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// markLoop records the pushes the peer acknowledged, everything waiting in one MarkPushed.
+func (n *Node) markLoop() {
+	for {
+		var ids []string
+		select {
+		case <-n.ctx.Done():
+			return
+		case j := <-n.pushed:
+			ids = append(ids, j...)
+		}
+	drain:
+		for {
+			select {
+			case j := <-n.pushed:
+				ids = append(ids, j...)
+			default:
+				break drain
+			}
+		}
+		n.recordPushed(ids)
 	}
 }
 

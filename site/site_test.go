@@ -76,6 +76,28 @@ func (tp *testPair) waitKey(min int64) {
 	}
 }
 
+// waitReservations waits until node n stores the reservations of ids (pushed to it).
+func waitReservations(t testing.TB, n *Node, ids ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		changed := n.rn.AppliedChanged()
+		missing, err := n.missingReservations(ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(missing) == 0 {
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatalf("%d of %d reservations never arrived", len(missing), len(ids))
+		}
+	}
+}
+
 // client is an ETSI 014 client of site i as the SAE sae.
 func (tp *testPair) client(i int, sae string) *etsi014.Client {
 	tp.t.Helper()
@@ -359,6 +381,50 @@ func TestPeerChannelOutage(t *testing.T) {
 			t.Fatalf("key %d differs after the outage", i)
 		}
 	}
+}
+
+// The issuing site records in its log which reservations the peer acknowledged (markLoop),
+// so a new leader does not push them again.
+func TestPushRecorded(t *testing.T) {
+	tp := newTestPair(t, nil)
+	tp.ingest(2, 4096)
+	tp.waitKey(1024)
+	keys, err := tp.client(0, "SAE-A1").GetKey(context.Background(), "SAE-B1", etsi014.KeyRequest{Number: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := tp.Sites[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		changed := a.rn.AppliedChanged()
+		pushed := 0
+		err := a.db.View(func(tx kms.Tx) error {
+			for _, k := range keys {
+				r, err := tx.Reservation(k.ID)
+				if err != nil {
+					return err
+				}
+				if r != nil && r.Pushed {
+					pushed++
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pushed == len(keys) {
+			break
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatalf("%d of %d reservations recorded as pushed", pushed, len(keys))
+		}
+	}
+	// The peer holds them.
+	waitReservations(t, tp.Sites[1], keys[0].ID, keys[1].ID, keys[2].ID)
 }
 
 // A push larger than the peer accepts in one call goes in several, and every reservation is
