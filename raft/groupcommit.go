@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	hraft "github.com/hashicorp/raft"
@@ -20,12 +21,12 @@ import (
 
 type proposal struct {
 	ctx  context.Context
-	cmd  *kms.Command
-	done chan outcome // buffered 1
+	cmds []*kms.Command // consecutive in one entry, in this order
+	done chan outcome   // buffered 1
 }
 
 type outcome struct {
-	res *kms.Result
+	res []*kms.Result // one per command
 	err error
 }
 
@@ -42,15 +43,30 @@ func (n *Node) Propose(ctx context.Context, c *kms.Command) (*kms.Result, error)
 	if c == nil {
 		return nil, fmt.Errorf("raft: propose nil command: %w", kms.ErrBadRequest)
 	}
+	res, err := n.ProposeAll(ctx, []*kms.Command{c})
+	if err != nil {
+		return nil, err
+	}
+	return res[0], nil
+}
+
+// ProposeAll is Propose for commands that must be applied one right after the other, in this
+// order, with nothing between them: they travel consecutively in one log entry. Each still
+// succeeds or fails on its own (its Result). Retries are as for Propose, after an unknown
+// outcome only when every command has a ReqID.
+func (n *Node) ProposeAll(ctx context.Context, cmds []*kms.Command) ([]*kms.Result, error) {
+	if len(cmds) == 0 || slices.Contains(cmds, nil) {
+		return nil, fmt.Errorf("raft: propose nil command: %w", kms.ErrBadRequest)
+	}
 	ctx, cancel := n.withDeadline(ctx)
 	defer cancel()
 	for {
 		changed := n.leaderChanged()
-		res, err := n.proposeOnce(ctx, c)
+		res, err := n.proposeOnce(ctx, cmds)
 		if err == nil {
 			return res, nil
 		}
-		if ctx.Err() != nil || !retryable(err, c) {
+		if ctx.Err() != nil || !retryable(err, cmds) {
 			return nil, err
 		}
 		if err := n.awaitRetry(ctx, changed); err != nil {
@@ -59,15 +75,15 @@ func (n *Node) Propose(ctx context.Context, c *kms.Command) (*kms.Result, error)
 	}
 }
 
-// retryable says whether proposing c again is safe and may succeed.
-func retryable(err error, c *kms.Command) bool {
+// retryable says whether proposing cmds again is safe and may succeed.
+func retryable(err error, cmds []*kms.Command) bool {
 	switch {
 	case errors.Is(err, ErrClosed):
 		return false
 	case errors.Is(err, ErrNoLeader), errors.Is(err, hraft.ErrNotLeader):
 		return true
 	case errors.Is(err, ErrUnknownOutcome):
-		return c != nil && c.ReqID != ""
+		return !slices.ContainsFunc(cmds, func(c *kms.Command) bool { return c.ReqID == "" })
 	}
 	return false
 }
@@ -87,13 +103,13 @@ func (n *Node) awaitRetry(ctx context.Context, changed <-chan struct{}) error {
 	return nil
 }
 
-func (n *Node) proposeOnce(ctx context.Context, c *kms.Command) (*kms.Result, error) {
+func (n *Node) proposeOnce(ctx context.Context, cmds []*kms.Command) ([]*kms.Result, error) {
 	select {
 	case <-n.stop: // checked first: select below picks at random among ready cases
 		return nil, ErrClosed
 	default:
 	}
-	p := &proposal{ctx: ctx, cmd: c, done: make(chan outcome, 1)}
+	p := &proposal{ctx: ctx, cmds: cmds, done: make(chan outcome, 1)}
 	select {
 	case n.proposals <- p:
 	case <-n.stop:
@@ -129,11 +145,13 @@ func (n *Node) commitLoop() {
 		case <-n.stop:
 			return
 		}
+		cmds := len(batch[0].cmds)
 	drain:
-		for len(batch) < n.cfg.MaxBatch {
+		for cmds < n.cfg.MaxBatch { // a group may overshoot it: it is never split
 			select {
 			case p := <-n.proposals:
 				batch = append(batch, p)
+				cmds += len(p.cmds)
 			default:
 				break drain
 			}
@@ -161,20 +179,22 @@ func (n *Node) commit(batch []*proposal) {
 	if len(live) == 0 {
 		return
 	}
-	cmds := make([]*kms.Command, len(live))
-	for i, p := range live {
-		cmds[i] = p.cmd
+	var cmds []*kms.Command
+	for _, p := range live {
+		cmds = append(cmds, p.cmds...)
 	}
 	res, err := n.proposeBatch(cmds)
-	if err == nil && len(res) != len(live) {
-		err = fmt.Errorf("%w: raft: %d results for %d commands", ErrUnknownOutcome, len(res), len(live))
+	if err == nil && len(res) != len(cmds) {
+		err = fmt.Errorf("%w: raft: %d results for %d commands", ErrUnknownOutcome, len(res), len(cmds))
 	}
-	for i, p := range live {
+	for _, p := range live {
 		if err != nil {
 			p.done <- outcome{err: err}
-		} else {
-			p.done <- outcome{res: res[i]}
+			continue
 		}
+		k := len(p.cmds)
+		p.done <- outcome{res: res[:k:k]}
+		res = res[k:]
 	}
 }
 

@@ -263,6 +263,63 @@ func TestGroupCommitBatches(t *testing.T) {
 	}
 }
 
+// ProposeAll applies its commands one right after the other even while other proposals share
+// the log entries: with every ingest adding 1, a group's running totals are consecutive.
+func TestProposeAllConsecutive(t *testing.T) {
+	ca := newTestCA(t, "site-A CA")
+	cfg := testConfig(t, ca, "n1")
+	cfg.Bootstrap = true
+	n := open(t, cfg, newMemStore(), &countApplier{})
+	n.awaitLeadership(t)
+	const singles, groups, rounds, size = 16, 8, 10, 5
+	var wg sync.WaitGroup
+	errs := make(chan error, (singles+groups)*rounds)
+	for c := range singles + groups {
+		wg.Go(func() {
+			for i := range rounds {
+				if c < singles {
+					if _, err := n.Propose(ctxT(t), ingest(fmt.Sprintf("s-%d-%d", c, i), 1)); err != nil {
+						errs <- err
+					}
+					continue
+				}
+				cmds := make([]*kms.Command, size)
+				for j := range cmds {
+					cmds[j] = ingest(fmt.Sprintf("g-%d-%d-%d", c, i, j), 1)
+				}
+				res, err := n.ProposeAll(ctxT(t), cmds)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				if len(res) != size {
+					errs <- fmt.Errorf("%d results for %d commands", len(res), size)
+					continue
+				}
+				first, _ := strconv.Atoi(string(res[0].Keys[0].Bytes))
+				for j, r := range res {
+					if r.Err != nil || r.Keys[0].ID != cmds[j].ReqID {
+						errs <- fmt.Errorf("command %d: %v %v", j, r.Err, r.Keys)
+					} else if got, _ := strconv.Atoi(string(r.Keys[0].Bytes)); got != first+j {
+						errs <- fmt.Errorf("group %d-%d: command %d saw total %d, want %d (not consecutive)", c, i, j, got, first+j)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got, want := readAvailable(t, n.Node), int64(singles*rounds+groups*rounds*size); got != want {
+		t.Fatalf("available = %d, want %d", got, want)
+	}
+	if _, err := n.ProposeAll(ctxT(t), nil); !errors.Is(err, kms.ErrBadRequest) {
+		t.Fatalf("empty group: %v, want ErrBadRequest", err)
+	}
+}
+
 // BenchmarkProposeSingleNode measures group-committed tiny proposals on one node with 64
 // concurrent callers (RunParallel with parallelism 64/GOMAXPROCS).
 func BenchmarkProposeSingleNode(b *testing.B) {
