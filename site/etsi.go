@@ -121,23 +121,27 @@ func (n *Node) issue(ctx context.Context, master, slave string, req issueRequest
 	return res.Keys, nil
 }
 
-// fetch is Get key with key IDs at a slave's site: pull the reservations that have not
-// arrived yet, then propose Fetch.
+// fetch is Get key with key IDs at a slave's site: wait for (or pull) the reservations that
+// have not arrived yet, then propose Fetch, unless the push of the reservations carried it
+// (handoff.go).
 func (n *Node) fetch(ctx context.Context, slave, master string, keyIDs []string) ([]kms.Key, error) {
 	if err := n.rateLimit(slave, opFetch, len(keyIDs)); err != nil {
 		return nil, err
 	}
 	ctx, cancel := n.requestContext(ctx)
 	defer cancel()
-	if err := n.ensureReservations(ctx, master, keyIDs); err != nil {
-		return nil, err
-	}
-	res, err := n.propose(ctx, &kms.Command{
+	cmd := &kms.Command{
 		ReqID: "fetch/" + slave + "/" + newKeyID(),
 		Fetch: &kms.FetchCmd{Master: master, Caller: slave, KeyIDs: keyIDs},
-	})
+	}
+	res, err := n.ensureReservations(ctx, master, cmd)
 	if err != nil {
 		return nil, err
+	}
+	if res == nil {
+		if res, err = n.propose(ctx, cmd); err != nil {
+			return nil, err
+		}
 	}
 	return res.Keys, nil
 }
@@ -148,31 +152,35 @@ func (n *Node) fetch(ctx context.Context, slave, master string, keyIDs []string)
 // never issued costs this wait before it is reported as not found.
 const pushGrace = 200 * time.Millisecond
 
-// ensureReservations makes sure this site holds the reservations of keyIDs issued at the
-// master's site: it waits up to pushGrace for the ones not received yet to be pushed, then
-// pulls what is still missing. Unknown IDs stay unknown: Fetch then answers "not found".
-func (n *Node) ensureReservations(ctx context.Context, master string, keyIDs []string) error {
+// ensureReservations makes sure this site holds the reservations of the keys fetch asks for,
+// issued at the master's site: it waits up to pushGrace for the ones not received yet to be
+// pushed, then pulls what is still missing. Unknown IDs stay unknown: Fetch then answers "not
+// found". While it waits, a push reaching this node may apply fetch itself (handoff.go): its
+// Result is then returned, and nil otherwise (the caller proposes fetch).
+func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms.Command) (*kms.Result, error) {
 	owner, ok := n.machine.Registry().KME(master)
 	if !ok || owner == n.cfg.KMEID {
-		return nil // Fetch will report them as not found
+		return nil, nil // Fetch will report them as not found
 	}
-	missing, err := n.missingReservations(keyIDs)
+	missing, err := n.missingReservations(fetch.Fetch.KeyIDs)
 	if err != nil || len(missing) == 0 {
-		return err
+		return nil, err
 	}
+	w := n.handoff.add(fetch, missing)
+	defer n.handoff.remove(w)
 	grace := time.NewTimer(pushGrace)
 	defer grace.Stop()
 wait:
 	for {
 		changed := n.rn.AppliedChanged() // before the read, so no apply is missed
 		// The IDs of one enc_keys travel in one push: wait on the first, then check the rest.
-		first, err := n.missingReservations(missing[:1])
-		if err != nil {
-			return err
+		var first []string
+		if first, err = n.missingReservations(missing[:1]); err != nil {
+			break wait
 		}
 		if len(first) == 0 {
 			if missing, err = n.missingReservations(missing); err != nil || len(missing) == 0 {
-				return err
+				break wait
 			}
 		}
 		select {
@@ -180,8 +188,24 @@ wait:
 		case <-grace.C:
 			break wait
 		case <-ctx.Done():
-			return fmt.Errorf("%w: the reservations have not arrived from %s yet; retry later", kms.ErrNotConfirmed, owner)
+			break wait
 		}
+	}
+	if !w.withdraw() { // a push claimed the Fetch
+		var res *kms.Result
+		if res, err = w.outcome(ctx); res != nil || err != nil {
+			return res, err
+		}
+		// It failed, or its outcome is unknown: go on as if it had not been handed off.
+		missing, err = n.missingReservations(w.missing)
+	}
+	switch {
+	case err != nil:
+		return nil, err
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("%w: the reservations have not arrived from %s yet; retry later", kms.ErrNotConfirmed, owner)
+	case len(missing) == 0:
+		return nil, nil
 	}
 	var rs []kms.Reservation
 	err = n.withPeer(owner, func(c *peer.Client) error {
@@ -192,17 +216,17 @@ wait:
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("%w: the issuing site %s cannot be reached; retry later", kms.ErrNotConfirmed, owner)
+		return nil, fmt.Errorf("%w: the issuing site %s cannot be reached; retry later", kms.ErrNotConfirmed, owner)
 	}
 	if len(rs) == 0 {
-		return nil
+		return nil, nil
 	}
 	// No request ID: storing a reservation is idempotent by key ID already.
 	_, err = n.propose(ctx, &kms.Command{PeerReserve: &kms.PeerReserveCmd{From: owner, Reservations: rs}})
 	if err != nil && !errorsIsApplied(err) {
-		return err
+		return nil, err
 	}
-	return nil
+	return nil, nil
 }
 
 // newKeyID returns a time-ordered UUID (version 7, RFC 9562): 48 bits of milliseconds, then 74

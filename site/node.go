@@ -65,6 +65,7 @@ type Node struct {
 
 	push        chan []kms.Reservation
 	pushed      chan []string // key IDs the peer acknowledged, for markLoop
+	handoff     handoffs      // dec_keys waiting here for a push (handoff.go)
 	pushBacklog atomic.Bool   // some reservation could not be pushed; rescan the store
 	kick        chan struct{} // wakes the verifier after an ingest
 
@@ -263,19 +264,39 @@ func (n *Node) Close() error {
 // propose sends a command through the site's replicated log and returns its result's error
 // as the error, so callers branch on the kms sentinels.
 func (n *Node) propose(ctx context.Context, c *kms.Command) (*kms.Result, error) {
-	if c.Time.IsZero() {
-		c.Time = time.Now().UTC()
+	rs, err := n.proposeAll(ctx, []*kms.Command{c})
+	if err != nil {
+		return nil, err
 	}
-	start := time.Now()
-	res, err := n.rn.Propose(ctx, c)
-	n.observeCommand(c, res, err, time.Since(start))
+	if rs[0].Err != nil {
+		return rs[0], rs[0].Err
+	}
+	return rs[0], nil
+}
+
+// proposeAll replicates commands that must be applied one right after the other (see
+// raft.Node.ProposeAll). Each command's own failure is in its Result; the error is the
+// replication's (wrapping kms.ErrNotConfirmed).
+func (n *Node) proposeAll(ctx context.Context, cmds []*kms.Command) ([]*kms.Result, error) {
+	now := time.Now()
+	for _, c := range cmds {
+		if c.Time.IsZero() {
+			c.Time = now.UTC()
+		}
+	}
+	rs, err := n.rn.ProposeAll(ctx, cmds)
+	d := time.Since(now)
+	for i, c := range cmds {
+		var res *kms.Result
+		if err == nil {
+			res = rs[i]
+		}
+		n.observeCommand(c, res, err, d)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: replication: %v", kms.ErrNotConfirmed, err)
 	}
-	if res.Err != nil {
-		return res, res.Err
-	}
-	return res, nil
+	return rs, nil
 }
 
 // peerClient returns (dialling once) the peer-channel client for a site. A site has several

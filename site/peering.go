@@ -62,7 +62,20 @@ func (s peerService) CompareBlocks(ctx context.Context, from string, tags []peer
 
 func (s peerService) PushReservations(ctx context.Context, from string, rs []kms.Reservation) ([]string, []peer.Reject, error) {
 	n := s.n
-	_, err := n.propose(ctx, &kms.Command{PeerReserve: &kms.PeerReserveCmd{From: from, Reservations: rs}})
+	// Fetches of dec_keys waiting here for these reservations go right behind them.
+	ws := n.handoff.claim(rs)
+	cmds := make([]*kms.Command, 1, 1+len(ws))
+	cmds[0] = &kms.Command{PeerReserve: &kms.PeerReserveCmd{From: from, Reservations: rs}}
+	for _, w := range ws {
+		cmds = append(cmds, w.fetch)
+	}
+	res, err := n.proposeAll(ctx, cmds)
+	if err == nil {
+		n.handoff.settle(ws, res[1:], nil)
+		err = res[0].Err
+	} else {
+		n.handoff.settle(ws, nil, err)
+	}
 	if err == nil || errorsIsApplied(err) {
 		ids := make([]string, len(rs))
 		for i := range rs {

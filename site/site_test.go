@@ -331,9 +331,7 @@ func TestExpiredKeyErased(t *testing.T) {
 	}
 	b := tp.Sites[1]
 	// Make sure the reservation reached B, then expire with a clock past the key's TTL.
-	if err := b.ensureReservations(ctx, "SAE-A1", []string{keys[0].ID}); err != nil {
-		t.Fatal(err)
-	}
+	waitReservations(t, b, keys[0].ID)
 	res, err := b.propose(ctx, &kms.Command{Time: time.Now().Add(24 * time.Hour), Expire: &kms.ExpireCmd{Limit: 100}})
 	if err != nil {
 		t.Fatal(err)
