@@ -61,7 +61,8 @@ func (n *Node) pushLoop() {
 	}
 }
 
-// markLoop records the pushes the peer acknowledged, everything waiting in one MarkPushed.
+// markLoop records the pushes the peer acknowledged, what is waiting (up to a few pushes'
+// worth) in one MarkPushed.
 func (n *Node) markLoop() {
 	for {
 		var ids []string
@@ -72,7 +73,7 @@ func (n *Node) markLoop() {
 			ids = append(ids, j...)
 		}
 	drain:
-		for {
+		for len(ids) < 4*pushBatch {
 			select {
 			case j := <-n.pushed:
 				ids = append(ids, j...)
