@@ -131,14 +131,15 @@ func (s peerService) RequestBlocks(ctx context.Context, from, requestID string, 
 		if err != nil || p == nil {
 			return err
 		}
-		// Keep at least half of what this site owns; give untouched blocks from the back.
+		// Keep at least half of what this site owns; give untouched blocks from the back, none
+		// larger than what is left of the budget (a site owning one block keeps it).
 		budget := min(wantBytes, p.Available/2)
 		for i := len(p.Owned) - 1; i >= 0 && budget > 0; i-- {
 			b, err := tx.Block(from, p.Owned[i])
 			if err != nil {
 				return err
 			}
-			if b == nil || b.Next != 0 || b.State != kms.BlockVerified {
+			if b == nil || b.Next != 0 || b.State != kms.BlockVerified || int64(b.Bytes) > budget {
 				continue
 			}
 			give = append(give, b.ID)
