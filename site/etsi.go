@@ -170,6 +170,7 @@ func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms
 	defer n.handoff.remove(w)
 	grace := time.NewTimer(pushGrace)
 	defer grace.Stop()
+	settled := false // a push carried the Fetch, which did not deliver
 wait:
 	for {
 		changed := n.rn.AppliedChanged() // before the read, so no apply is missed
@@ -184,6 +185,12 @@ wait:
 			}
 		}
 		select {
+		case o := <-w.done: // a push carried the Fetch, and its entry is applied
+			if res := o.delivered(); res != nil {
+				return res, nil
+			}
+			settled = true
+			break wait
 		case <-changed:
 		case <-grace.C:
 			break wait
@@ -191,12 +198,16 @@ wait:
 			break wait
 		}
 	}
-	if !w.withdraw() { // a push claimed the Fetch
+	if !settled && !w.withdraw() { // a push claimed the Fetch
 		var res *kms.Result
 		if res, err = w.outcome(ctx); res != nil || err != nil {
 			return res, err
 		}
-		// It failed, or its outcome is unknown: go on as if it had not been handed off.
+		settled = true
+	}
+	if settled {
+		// The handed-off Fetch failed, or its outcome is unknown: go on as if it had not been
+		// handed off.
 		missing, err = n.missingReservations(w.missing)
 	}
 	switch {

@@ -43,6 +43,15 @@ type handedOff struct {
 	err error
 }
 
+// delivered is the Result of a handed-off Fetch that delivered its keys, and nil when it
+// failed or its outcome is unknown.
+func (o handedOff) delivered() *kms.Result {
+	if o.err != nil || o.res.Err != nil {
+		return nil
+	}
+	return o.res
+}
+
 // withdraw ends the wait unclaimed; false means a push claimed it first, and its outcome
 // will come on done.
 func (w *fetchWaiter) withdraw() bool { return w.state.CompareAndSwap(waiting, withdrawn) }
@@ -53,10 +62,7 @@ func (w *fetchWaiter) withdraw() bool { return w.state.CompareAndSwap(waiting, w
 func (w *fetchWaiter) outcome(ctx context.Context) (*kms.Result, error) {
 	select {
 	case o := <-w.done:
-		if o.err != nil || o.res.Err != nil {
-			return nil, nil
-		}
-		return o.res, nil
+		return o.delivered(), nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: the fetch went with the push of its reservations and its outcome is unknown; retry later", kms.ErrNotConfirmed)
 	}
