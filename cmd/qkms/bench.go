@@ -246,7 +246,7 @@ func runBench(ctx context.Context, df demoFile, load benchLoad) (*benchResult, e
 	// of one key) before the clock starts, so the figures are those of the steady state, not of
 	// 2*clients TLS handshakes at once.
 	var warm sync.WaitGroup
-	var warmErr atomic.Value
+	var warmErr atomic.Pointer[error] // the first failure (errors differ in concrete type)
 	for c := 0; c < clients; c++ {
 		warm.Go(func() {
 			dir := perClient[c][c%len(perClient[c])]
@@ -255,13 +255,13 @@ func runBench(ctx context.Context, df demoFile, load benchLoad) (*benchResult, e
 				_, err = dir.dec.getKeyWithIDs(ctx, dir.masterID, []string{issued[0].id})
 			}
 			if err != nil {
-				warmErr.CompareAndSwap(nil, err)
+				warmErr.CompareAndSwap(nil, &err)
 			}
 		})
 	}
 	warm.Wait()
-	if err, _ := warmErr.Load().(error); err != nil {
-		return nil, fmt.Errorf("bench: open the clients' connections: %w", err)
+	if err := warmErr.Load(); err != nil {
+		return nil, fmt.Errorf("bench: open the clients' connections: %w", *err)
 	}
 	var keys, errs, mismatches atomic.Int64
 	var firstErr atomic.Value
