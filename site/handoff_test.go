@@ -6,7 +6,6 @@ import (
 	"errors"
 	"runtime"
 	"testing"
-	"time"
 
 	"github.com/qkms/qkms/kms"
 )
@@ -68,23 +67,6 @@ func TestHandoffClaim(t *testing.T) {
 	}
 }
 
-// issueUnpushed issues keys at site a for SAE-B1 without queueing their push.
-func issueUnpushed(t *testing.T, a, b *Node, n int) *kms.Result {
-	t.Helper()
-	ids := make([]string, n)
-	for i := range ids {
-		ids[i] = newKeyID()
-	}
-	res, err := a.propose(context.Background(), &kms.Command{Issue: &kms.IssueCmd{
-		Self: a.KMEID(), Peer: b.KMEID(), Master: "SAE-A1", Slaves: []string{"SAE-B1"},
-		Bits: 256, KeyIDs: ids, Expires: time.Now().Add(time.Minute), Provenance: kms.ProvenanceQKD,
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
-}
-
 func fetchCmd(caller, master string, ids []string) *kms.Command {
 	return &kms.Command{ReqID: "fetch/" + caller + "/" + newKeyID(),
 		Fetch: &kms.FetchCmd{Master: master, Caller: caller, KeyIDs: ids}}
@@ -99,7 +81,7 @@ func TestHandoffOnPush(t *testing.T) {
 	a, b := tp.Sites[0], tp.Sites[1]
 	ctx := context.Background()
 
-	issued := issueUnpushed(t, a, b, 3)
+	issued := issueUnpushed(t, a, b, newKeyIDs(3))
 	ids := make([]string, len(issued.Keys))
 	for i, k := range issued.Keys {
 		ids[i] = k.ID
@@ -132,7 +114,7 @@ func TestHandoffOnPush(t *testing.T) {
 
 	// Through dec_keys: a fetch waiting for its push gets the keys, by handoff or, if the push
 	// comes after pushGrace, by pulling.
-	issued = issueUnpushed(t, a, b, 2)
+	issued = issueUnpushed(t, a, b, newKeyIDs(2))
 	ids = []string{issued.Keys[0].ID, issued.Keys[1].ID}
 	done := make(chan error, 1)
 	var got []kms.Key

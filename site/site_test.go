@@ -76,26 +76,57 @@ func (tp *testPair) waitKey(min int64) {
 	}
 }
 
-// waitReservations waits until node n stores the reservations of ids (pushed to it).
-func waitReservations(t testing.TB, n *Node, ids ...string) {
+// waitApplied waits, re-checking after every entry node n applies, until done reports true.
+func waitApplied(t testing.TB, n *Node, what string, done func() (bool, error)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
 		changed := n.rn.AppliedChanged()
-		missing, err := n.missingReservations(ids)
+		ok, err := done()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(missing) == 0 {
+		if ok {
 			return
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			t.Fatalf("%d of %d reservations never arrived", len(missing), len(ids))
+			t.Fatalf("%s: not after 30 s", what)
 		}
 	}
+}
+
+// waitReservations waits until node n stores the reservations of ids (pushed to it).
+func waitReservations(t testing.TB, n *Node, ids ...string) {
+	t.Helper()
+	waitApplied(t, n, "reservations pushed", func() (bool, error) {
+		missing, err := n.missingReservations(ids)
+		return len(missing) == 0, err
+	})
+}
+
+// issueUnpushed issues keys with these IDs at site a for SAE-B1, proposed directly so that
+// nothing is queued for the push loop (as if a crashed right after committing).
+func issueUnpushed(t testing.TB, a, b *Node, ids []string) *kms.Result {
+	t.Helper()
+	res, err := a.propose(context.Background(), &kms.Command{Issue: &kms.IssueCmd{
+		Self: a.KMEID(), Peer: b.KMEID(), Master: "SAE-A1", Slaves: []string{"SAE-B1"},
+		Bits: 256, KeyIDs: ids, Expires: time.Now().Add(time.Minute), Provenance: kms.ProvenanceQKD,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func newKeyIDs(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = newKeyID()
+	}
+	return ids
 }
 
 // client is an ETSI 014 client of site i as the SAE sae.
@@ -266,14 +297,7 @@ func TestFetchBeforePush(t *testing.T) {
 	a, b := tp.Sites[0], tp.Sites[1]
 	ctx := context.Background()
 	id := "0e5a4c1e-7d1f-4f4e-9c55-0123456789ab"
-	// Issue at A without queueing the push, as if A crashed right after committing.
-	res, err := a.propose(ctx, &kms.Command{Issue: &kms.IssueCmd{
-		Self: a.KMEID(), Peer: b.KMEID(), Master: "SAE-A1", Slaves: []string{"SAE-B1"},
-		Bits: 256, KeyIDs: []string{id}, Expires: time.Now().Add(time.Minute), Provenance: kms.ProvenanceQKD,
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := issueUnpushed(t, a, b, []string{id})
 	got, err := tp.client(1, "SAE-B1").GetKeyWithIDs(ctx, "SAE-A1", []string{id})
 	if err != nil {
 		t.Fatal(err)
@@ -392,10 +416,7 @@ func TestPushRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := tp.Sites[0]
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		changed := a.rn.AppliedChanged()
+	waitApplied(t, a, "pushes recorded", func() (bool, error) {
 		pushed := 0
 		err := a.db.View(func(tx kms.Tx) error {
 			for _, k := range keys {
@@ -409,18 +430,8 @@ func TestPushRecorded(t *testing.T) {
 			}
 			return nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if pushed == len(keys) {
-			break
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			t.Fatalf("%d of %d reservations recorded as pushed", pushed, len(keys))
-		}
-	}
+		return pushed == len(keys), err
+	})
 	// The peer holds them.
 	waitReservations(t, tp.Sites[1], keys[0].ID, keys[1].ID, keys[2].ID)
 }
@@ -432,22 +443,9 @@ func TestPushMoreThanOneCall(t *testing.T) {
 	tp.ingest(8, 1<<16)
 	tp.waitKey(1 << 16)
 	a, b := tp.Sites[0], tp.Sites[1]
-	ctx := context.Background()
 	var rs []kms.Reservation
 	for len(rs) <= peer.MaxReservations {
-		ids := make([]string, 128)
-		for i := range ids {
-			ids[i] = newKeyID()
-		}
-		// Proposed directly, so nothing is queued for the push loop.
-		res, err := a.propose(ctx, &kms.Command{Issue: &kms.IssueCmd{
-			Self: a.KMEID(), Peer: b.KMEID(), Master: "SAE-A1", Slaves: []string{"SAE-B1"},
-			Bits: 256, KeyIDs: ids, Expires: time.Now().Add(time.Minute), Provenance: kms.ProvenanceQKD,
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rs = append(rs, res.Reservations...)
+		rs = append(rs, issueUnpushed(t, a, b, newKeyIDs(128)).Reservations...)
 	}
 	acked := a.pushReservations(rs)
 	if len(acked) != len(rs) {
