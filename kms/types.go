@@ -2,6 +2,7 @@ package kms
 
 import (
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -94,6 +95,15 @@ type Pool struct {
 	Paused bool `json:"paused,omitempty"`
 	// Epochs are the PQ epochs shared with the peer, oldest first; the last is current.
 	Epochs []EpochInfo `json:"epochs,omitempty"`
+}
+
+// Clone returns a copy that shares no slice with p, for callers that keep a pool beyond the
+// transaction it was read in.
+func (p *Pool) Clone() *Pool {
+	c := *p
+	c.Owned = slices.Clone(p.Owned)
+	c.Epochs = slices.Clone(p.Epochs)
+	return &c
 }
 
 // Tx is the storage the core runs on: one transaction of the node's store. Apply reads and

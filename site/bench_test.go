@@ -67,7 +67,7 @@ func BenchmarkIngestParallel(b *testing.B) {
 func BenchmarkDeliver(b *testing.B) {
 	for _, mode := range []string{"fsync", "os"} {
 		b.Run(mode, func(b *testing.B) { benchDeliver(b, deliverSetup{mode: mode, number: 1, nodes: 1, clients: 32}) })
-		for _, n := range []int{16, 64} {
+		for _, n := range []int{8, 16, 64} {
 			b.Run(fmt.Sprintf("%s-n%d", mode, n), func(b *testing.B) {
 				benchDeliver(b, deliverSetup{mode: mode, number: n, nodes: 1, clients: 32})
 			})

@@ -71,7 +71,8 @@ type DB struct {
 	mu   sync.RWMutex
 	bolt *bolt.DB
 
-	keys *keyCache
+	keys  *keyCache
+	pools poolCache
 }
 
 // Open opens (creating if needed) the store file at path, sealed under masterKey (32 bytes).

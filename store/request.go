@@ -22,7 +22,7 @@ const requestVersion = 2
 var requestAAD = []byte("qkms request record v2\x00")
 
 func (t *tx) Request(reqID string) (*kms.RequestRecord, error) {
-	raw := t.bucket(bucketRequests).Get([]byte(reqID))
+	raw := t.get(bucketRequests, []byte(reqID))
 	if raw == nil {
 		return nil, nil
 	}
@@ -61,7 +61,7 @@ func (t *tx) PutRequest(reqID string, rec *kms.RequestRecord) error {
 	}
 	v = t.db.master.Seal(v, v[9:9+ns], plain, append(append([]byte(nil), requestAAD...), reqID...))
 	reqs := t.bucket(bucketRequests)
-	if old := reqs.Get([]byte(reqID)); len(old) >= 9 {
+	if old := t.get(bucketRequests, []byte(reqID)); len(old) >= 9 {
 		if err := t.bucket(bucketReqTime).Delete(reqTimeKey(old[1:9], reqID)); err != nil {
 			return fmt.Errorf("store: put request %q: %w", reqID, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/qkms/qkms/kms"
@@ -22,6 +23,17 @@ type tx struct {
 	// bbolt clones keys on Put, so reusing scratch for keys is safe; values are never scratch.
 	scratch []byte
 	plain   []byte
+
+	opened []*openBucket
+}
+
+// openBucket is a top-level bucket as this transaction opened it, with a cursor kept for
+// lookups: bbolt's Bucket.Get makes a new cursor, whose search stack then grows by
+// allocation, on every call, and a read-only transaction's Bucket opens the bucket anew.
+type openBucket struct {
+	name []byte
+	b    *bolt.Bucket
+	c    *bolt.Cursor
 }
 
 var _ kms.Tx = (*tx)(nil)
@@ -30,7 +42,36 @@ func (db *DB) newTx(btx *bolt.Tx, writable bool) *tx {
 	return &tx{db: db, btx: btx, writable: writable}
 }
 
-func (t *tx) bucket(name []byte) *bolt.Bucket { return t.btx.Bucket(name) }
+func (t *tx) bucket(name []byte) *bolt.Bucket { return t.open(name).b }
+
+func (t *tx) open(name []byte) *openBucket {
+	for _, o := range t.opened {
+		if bytes.Equal(o.name, name) {
+			return o
+		}
+	}
+	o := &openBucket{name: name, b: t.btx.Bucket(name)}
+	t.opened = append(t.opened, o)
+	return o
+}
+
+// get is Bucket.Get on a top-level bucket through the transaction's cursor for it. The value
+// is valid for the life of the transaction only, as Get's is.
+func (t *tx) get(name, key []byte) []byte {
+	o := t.open(name)
+	if o.b == nil {
+		return nil
+	}
+	if o.c == nil {
+		o.c = o.b.Cursor()
+	}
+	// Seek starts from the root each time, so writes between lookups do not disturb it.
+	k, v := o.c.Seek(key)
+	if v == nil || !bytes.Equal(k, key) { // v is nil for a nested bucket
+		return nil
+	}
+	return v
+}
 
 func (t *tx) checkWritable(op string) error {
 	if !t.writable {
@@ -73,14 +114,18 @@ func blockKey(b []byte, peer, id string) []byte {
 // --- pools ---
 
 func (t *tx) Pool(peer string) (*kms.Pool, error) {
-	raw := t.bucket(bucketPools).Get([]byte(peer))
+	raw := t.get(bucketPools, []byte(peer))
 	if raw == nil {
 		return nil, nil
+	}
+	if p := t.db.pools.get(peer, raw); p != nil {
+		return p, nil
 	}
 	p := new(kms.Pool)
 	if err := decodeRecord(raw, 0, p); err != nil {
 		return nil, fmt.Errorf("store: pool %q: %w", peer, err)
 	}
+	t.db.pools.put(peer, bytes.Clone(raw), p)
 	return p, nil
 }
 
@@ -95,6 +140,9 @@ func (t *tx) PutPool(p *kms.Pool) error {
 	if err := t.bucket(bucketPools).Put([]byte(p.Peer), v); err != nil {
 		return fmt.Errorf("store: put pool %q: %w", p.Peer, err)
 	}
+	// v is not written to again, by bbolt or here. If the transaction rolls back, the entry
+	// only goes unused: a lookup must match the stored bytes.
+	t.db.pools.put(p.Peer, v, p)
 	return nil
 }
 
@@ -108,6 +156,42 @@ func (t *tx) Pools(fn func(*kms.Pool) bool) error {
 	})
 }
 
+// poolCache keeps each pool's last decoded record, keyed by the record's stored bytes. Every
+// Issue and Fetch reads its pool, and a pool's Owned list names every block it still issues
+// from (a thousand and more when the pool holds millions of keys), so decoding it each time
+// cost about a tenth of a node's CPU under load. A hit needs the stored bytes to be equal,
+// so the cache cannot serve a value the file does not hold: not after a rollback, nor after
+// Restore replaced the file.
+type poolCache struct {
+	mu sync.Mutex
+	m  map[string]cachedPool // by peer
+}
+
+type cachedPool struct {
+	raw []byte
+	p   *kms.Pool // never handed out: callers get clones, which they may change
+}
+
+func (c *poolCache) get(peer string, raw []byte) *kms.Pool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[peer]; ok && bytes.Equal(e.raw, raw) {
+		return e.p.Clone()
+	}
+	return nil
+}
+
+// put caches p as the decoding of raw; neither may be changed afterwards by the caller's
+// side, so p is cloned here and raw must not be written to again.
+func (c *poolCache) put(peer string, raw []byte, p *kms.Pool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]cachedPool)
+	}
+	c.m[peer] = cachedPool{raw: raw, p: p.Clone()}
+}
+
 // --- blocks ---
 //
 // bucketBlocks: blockKey(peer, id) -> version | seq(8) | JSON.
@@ -115,7 +199,7 @@ func (t *tx) Pools(fn func(*kms.Pool) bool) error {
 
 func (t *tx) Block(peer, id string) (*kms.Block, error) {
 	t.scratch = blockKey(t.scratch[:0], peer, id)
-	raw := t.bucket(bucketBlocks).Get(t.scratch)
+	raw := t.get(bucketBlocks, t.scratch)
 	if raw == nil {
 		return nil, nil
 	}
@@ -138,7 +222,7 @@ func (t *tx) PutBlock(b *kms.Block) error {
 	}
 	blocks, index := t.bucket(bucketBlocks), t.bucket(bucketBlockSeq)
 	t.scratch = blockKey(t.scratch[:0], b.Peer, b.ID)
-	if old := blocks.Get(t.scratch); len(old) >= 9 && !bytes.Equal(old[1:9], seq[:]) {
+	if old := t.get(bucketBlocks, t.scratch); len(old) >= 9 && !bytes.Equal(old[1:9], seq[:]) {
 		if err := index.Delete(blockSeqKey(nil, b.Peer, binary.BigEndian.Uint64(old[1:9]), b.ID)); err != nil {
 			return fmt.Errorf("store: put block %q: %w", b.ID, err)
 		}
@@ -212,7 +296,7 @@ func (t *tx) iterate(name, prefix []byte, visit func(k []byte) (bool, error)) er
 // non-zero Expires (a zero Expires never expires).
 
 func (t *tx) Reservation(keyID string) (*kms.Reservation, error) {
-	raw := t.bucket(bucketResv).Get([]byte(keyID))
+	raw := t.get(bucketResv, []byte(keyID))
 	if raw == nil {
 		return nil, nil
 	}
@@ -238,8 +322,10 @@ func (t *tx) PutReservation(r *kms.Reservation) error {
 	v := encodeReservation(fixed[:], r)
 	id := []byte(r.KeyID)
 	resv := t.bucket(bucketResv)
-	old := resv.Get(id)
-	if oldLive := len(old) >= 10 && old[1] == 1; oldLive && !(live && bytes.Equal(old[2:10], fixed[1:])) {
+	old := t.get(bucketResv, id)
+	oldLive := len(old) >= 10 && old[1] == 1
+	indexed := oldLive && live && bytes.Equal(old[2:10], fixed[1:]) // index entry already right
+	if oldLive && !indexed {
 		if err := t.bucket(bucketExpiry).Delete(t.expiryKey(old[2:10], r.KeyID)); err != nil {
 			return fmt.Errorf("store: put reservation %s: %w", r.KeyID, err)
 		}
@@ -247,7 +333,7 @@ func (t *tx) PutReservation(r *kms.Reservation) error {
 	if err := resv.Put(id, v); err != nil {
 		return fmt.Errorf("store: put reservation %s: %w", r.KeyID, err)
 	}
-	if live {
+	if live && !indexed {
 		if err := t.bucket(bucketExpiry).Put(t.expiryKey(fixed[1:], r.KeyID), []byte{}); err != nil {
 			return fmt.Errorf("store: put reservation %s: %w", r.KeyID, err)
 		}

@@ -336,3 +336,43 @@ func TestReservationCodec(t *testing.T) {
 		})
 	}
 }
+
+// Pool serves decoded records from a cache: what a caller does to the pool it got must not
+// reach the next reader unless it is put.
+func TestPoolReadsAreCopies(t *testing.T) {
+	db, _ := openTestDB(t)
+	want := &kms.Pool{Peer: "p", Owned: []string{"b1", "b2"}, Available: 64,
+		Epochs: []kms.EpochInfo{{ID: "e1", Size: 32, Live: 3}}}
+	mustUpdate(t, db, 1, func(tx kms.Tx) error { return tx.PutPool(want) })
+	want.Owned[0], want.Epochs[0].Live = "changed after put", 99
+	for i := range 3 {
+		mustUpdate(t, db, uint64(2+i), func(tx kms.Tx) error {
+			p, err := tx.Pool("p")
+			if err != nil {
+				return err
+			}
+			if p.Owned[0] != "b1" || p.Epochs[0].Live != 3 || p.Available != 64 {
+				t.Fatalf("read %d: %+v, want the pool as put", i, p)
+			}
+			p.Owned[0], p.Owned, p.Epochs[0].Live, p.Available = "mutated", p.Owned[1:], 7, 0
+			return nil
+		})
+	}
+	// A put is seen by the next transaction, and a rolled-back put is not.
+	mustUpdate(t, db, 10, func(tx kms.Tx) error {
+		return tx.PutPool(&kms.Pool{Peer: "p", Owned: []string{"b2"}, Available: 32})
+	})
+	boom := errors.New("boom")
+	if err := db.Update(11, func(tx kms.Tx) error {
+		return errors.Join(tx.PutPool(&kms.Pool{Peer: "p", Available: 1}), boom)
+	}); !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	mustView(t, db, func(tx kms.Tx) error {
+		p, err := tx.Pool("p")
+		if err != nil || len(p.Owned) != 1 || p.Owned[0] != "b2" || p.Available != 32 {
+			t.Errorf("after a committed and a rolled-back put: %+v, %v", p, err)
+		}
+		return nil
+	})
+}

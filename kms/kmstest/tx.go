@@ -67,12 +67,6 @@ func (t *Tx) write() error {
 	return nil
 }
 
-func clonePool(p *kms.Pool) *kms.Pool {
-	c := *p
-	c.Owned = slices.Clone(p.Owned)
-	return &c
-}
-
 func cloneBlock(b *kms.Block) *kms.Block {
 	c := *b
 	c.Tag = bytes.Clone(b.Tag)
@@ -89,7 +83,7 @@ func cloneRes(r *kms.Reservation) *kms.Reservation {
 
 func (t *Tx) Pool(peer string) (*kms.Pool, error) {
 	if p, ok := t.pools[peer]; ok {
-		return clonePool(p), nil
+		return p.Clone(), nil
 	}
 	return nil, nil
 }
@@ -98,7 +92,7 @@ func (t *Tx) PutPool(p *kms.Pool) error {
 	if err := t.write(); err != nil {
 		return err
 	}
-	t.pools[p.Peer] = clonePool(p)
+	t.pools[p.Peer] = p.Clone()
 	return nil
 }
 
@@ -318,7 +312,7 @@ func (t *Tx) Pools(fn func(*kms.Pool) bool) error {
 	}
 	sort.Strings(peers)
 	for _, k := range peers {
-		if !fn(clonePool(t.pools[k])) {
+		if !fn(t.pools[k].Clone()) {
 			break
 		}
 	}
