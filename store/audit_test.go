@@ -90,3 +90,24 @@ func TestAuditEmpty(t *testing.T) {
 		return tx.Audit(1, func(*kms.AuditEntry) bool { t.Fatal("visited"); return false })
 	})
 }
+
+// The first appends to a new store create the trail's bucket in the transaction that looked
+// for it and found none; the head must then be the entry just appended.
+func TestAuditHeadAfterCreate(t *testing.T) {
+	db, _ := openTestDB(t)
+	mustUpdate(t, db, 1, func(tx kms.Tx) error {
+		al := kms.AuditTx(tx)
+		prev := make([]byte, kms.AuditHashSize)
+		for seq := uint64(1); seq <= 3; seq++ {
+			head, _, err := al.AuditHead()
+			if err != nil || head != seq-1 {
+				t.Fatalf("before entry %d: head %d, %v", seq, head, err)
+			}
+			e := &kms.AuditEntry{Seq: seq, Hash: prev}
+			if err := al.AppendAudit(e); err != nil {
+				t.Fatalf("append %d: %v", seq, err)
+			}
+		}
+		return nil
+	})
+}

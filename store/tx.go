@@ -51,7 +51,11 @@ func (t *tx) open(name []byte) *openBucket {
 		}
 	}
 	o := &openBucket{name: name, b: t.btx.Bucket(name)}
-	t.opened = append(t.opened, o)
+	if o.b != nil {
+		// A missing bucket is not remembered: the transaction may create it (the audit
+		// trail's is created by its first append), and a later lookup must then find it.
+		t.opened = append(t.opened, o)
+	}
 	return o
 }
 
