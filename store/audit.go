@@ -29,6 +29,7 @@ func (t *tx) AppendAudit(e *kms.AuditEntry) error {
 	if err != nil {
 		return fmt.Errorf("store: append audit entry %d: %w", e.Seq, err)
 	}
+	b.FillPercent = appendFill
 	var key [8]byte
 	binary.BigEndian.PutUint64(key[:], e.Seq)
 	if k, _ := b.Cursor().Last(); k != nil && bytes.Compare(k, key[:]) >= 0 {
