@@ -9,6 +9,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"hash"
+	"sync"
 )
 
 // Keyed fingerprints let an auditor show that both ends of a link delivered the same key for a
@@ -48,6 +50,9 @@ var ErrFingerprint = errors.New("kms: fingerprint does not authenticate under th
 type AuditKey struct {
 	mac []byte
 	enc cipher.Block
+	// macs holds HMAC-SHA256 states keyed with mac: keying one hashes two blocks and
+	// allocates, and Apply fingerprints every key it issues and fetches.
+	macs sync.Pool
 }
 
 // NewAuditKey derives the fingerprint keys from a site's AuditKeySize-byte audit key.
@@ -68,7 +73,9 @@ func NewAuditKey(secret []byte) (*AuditKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kms: audit key: %w", err)
 	}
-	return &AuditKey{mac: mac, enc: enc}, nil
+	k := &AuditKey{mac: mac, enc: enc}
+	k.macs.New = func() any { return hmac.New(sha256.New, k.mac) }
+	return k, nil
 }
 
 // KeyDigest is the digest of a key that fingerprints carry (see above).
@@ -81,10 +88,14 @@ func KeyDigest(keyID string, key []byte) []byte {
 }
 
 func (k *AuditKey) iv(keyID string, digest []byte) []byte {
-	m := hmac.New(sha256.New, k.mac)
-	m.Write(appendStr(nil, keyID))
+	m := k.macs.Get().(hash.Hash)
+	m.Reset()
+	var scratch [64]byte
+	m.Write(appendStr(scratch[:0], keyID))
 	m.Write(digest)
-	return m.Sum(nil)[:16]
+	iv := m.Sum(nil)[:16]
+	k.macs.Put(m)
+	return iv
 }
 
 // Fingerprint returns the keyed fingerprint of key, delivered under keyID.
