@@ -27,8 +27,11 @@ const (
 	EventKeyIssued      AuditEvent = "key_issued"      // keys reserved here and handed to the master SAE
 	EventKeyReserved    AuditEvent = "key_reserved"    // the peer's reservation stored for our slaves
 	EventKeyFetched     AuditEvent = "key_fetched"     // a slave SAE fetched keys
-	EventKeyExpired     AuditEvent = "key_expired"     // keys expired before every slave fetched them
-	EventKeyErased      AuditEvent = "key_erased"      // the bytes of keys were erased at this site
+	// EventKeyRedelivered records a fetch's keys answered again to a retry of its request (the
+	// slave's, with its idempotency key, or the site's own after an unknown outcome).
+	EventKeyRedelivered AuditEvent = "key_redelivered"
+	EventKeyExpired     AuditEvent = "key_expired" // keys expired before every slave fetched them
+	EventKeyErased      AuditEvent = "key_erased"  // the bytes of keys were erased at this site
 	EventOwnership      AuditEvent = "ownership_transferred"
 	// EventFallbackUsed is reserved for keys derived without (or beyond) QKD key because policy
 	// allowed a post-quantum fallback; the hybrid/PQC path emits it.
@@ -39,7 +42,7 @@ const (
 
 // AuditEvents lists every event, for filters and documentation.
 var AuditEvents = []AuditEvent{EventBlockIngested, EventBlockVerified, EventBlockDiscarded,
-	EventBlockShredded, EventKeyIssued, EventKeyReserved, EventKeyFetched, EventKeyExpired,
+	EventBlockShredded, EventKeyIssued, EventKeyReserved, EventKeyFetched, EventKeyRedelivered, EventKeyExpired,
 	EventKeyErased, EventOwnership, EventFallbackUsed, EventAdmin, EventCheckpoint}
 
 // AuditHashSize is the size of Prev and Hash (SHA-256).

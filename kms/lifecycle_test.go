@@ -396,6 +396,46 @@ func TestIdempotentReqID(t *testing.T) {
 	}
 }
 
+// TestFetchReplayRules: a fetch's request ID can come from its SAE (an idempotency key), so a
+// replay must ask for the same keys of the same master; it is recorded in the audit trail.
+func TestFetchReplayRules(t *testing.T) {
+	l := newLink(t, kms.Limits{})
+	l.ingest(256, true)
+	issued := l.must(l.a, l.issueCmd(l.a, "SAE-A1", []string{"SAE-B1"}, 2, 256))
+	l.must(l.b, &kms.Command{PeerReserve: &kms.PeerReserveCmd{From: kmeA, Reservations: issued.Reservations}})
+	ids := []string{issued.Keys[0].ID, issued.Keys[1].ID}
+	fetch := func(master string, keyIDs ...string) *kms.Result {
+		return l.apply(l.b, &kms.Command{ReqID: "fetch/SAE-B1/idem/x", Fetch: &kms.FetchCmd{Master: master, Caller: "SAE-B1", KeyIDs: keyIDs}})
+	}
+	if r := fetch("SAE-A1", ids...); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	head := func() uint64 {
+		seq, _, err := l.b.tx.AuditHead()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	before, seq := l.b.tx.Dump(), head()
+	for _, bad := range [][]string{ids[:1], {ids[1], ids[0]}, {ids[0], ids[1], "00000000-0000-4000-8000-000000000999"}} {
+		wantErr(t, fetch("SAE-A1", bad...).Err, kms.ErrBadRequest)
+	}
+	wantErr(t, fetch("SAE-A2", ids...).Err, kms.ErrBadRequest)
+	if l.b.tx.Dump() != before {
+		t.Fatal("a refused replay changed the state")
+	}
+	r := fetch("SAE-A1", ids...)
+	if r.Err != nil || len(r.Keys) != 2 || !bytes.Equal(r.Keys[0].Bytes, issued.Keys[0].Bytes) || !bytes.Equal(r.Keys[1].Bytes, issued.Keys[1].Bytes) {
+		t.Fatalf("replay: %v", r.Err)
+	}
+	var last *kms.AuditEntry
+	l.b.tx.Audit(seq+1, func(e *kms.AuditEntry) bool { last = e; return true })
+	if head() != seq+1 || last == nil || last.Event != kms.EventKeyRedelivered || last.SAE != "SAE-B1" || !slices.Equal(last.KeyIDs, ids) {
+		t.Fatalf("replay audited as %+v, head %d -> %d", last, seq, head())
+	}
+}
+
 // TestStorageFailure: a failing write is reported as ErrStorage and no key is returned.
 func TestStorageFailure(t *testing.T) {
 	for after := 1; after <= 4; after++ {

@@ -3,6 +3,7 @@ package kms
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -229,6 +230,12 @@ func (m *Machine) replay(tx Tx, c *Command, kind string, rec *RequestRecord) *Re
 	if len(rec.Keys) == 0 {
 		return &Result{Err: fmt.Errorf("kms: %s request %q: %w", kind, c.ReqID, ErrAlreadyApplied)}
 	}
+	// A Fetch's request ID may come from its SAE (an idempotency key): a retry must ask for
+	// the keys the first call delivered, under the same master; answering another request
+	// with them would hand the SAE keys it did not ask for.
+	if kind == "fetch" && !slices.EqualFunc(rec.Keys, c.Fetch.KeyIDs, func(k RecordedKey, id string) bool { return k.ID == id }) {
+		return fail(reject(ErrBadRequest, "this request ID was used for other key IDs; use a new one"))
+	}
 	res := &Result{}
 	for _, k := range rec.Keys {
 		r, err := tx.Reservation(k.ID)
@@ -237,10 +244,25 @@ func (m *Machine) replay(tx Tx, c *Command, kind string, rec *RequestRecord) *Re
 		}
 		if r == nil {
 			r = &Reservation{KeyID: k.ID, Provenance: k.Provenance}
+		} else if kind == "fetch" && r.Master != c.Fetch.Master {
+			return fail(reject(ErrBadRequest, "this request ID was used for keys of another master; use a new one"))
 		} else if kind == "issue" && r.State == KeyIssued && !r.Pushed {
 			res.Reservations = append(res.Reservations, *r)
 		}
 		res.Keys = append(res.Keys, Key{ID: k.ID, Bytes: k.Bytes, Res: r})
+	}
+	if kind == "fetch" {
+		rs := make([]*Reservation, len(res.Keys))
+		for i := range res.Keys {
+			rs[i] = res.Keys[i].Res
+		}
+		es := keyEntries(EventKeyRedelivered, rs, nil)
+		for _, e := range es {
+			e.SAE = c.Fetch.Caller
+		}
+		if err := m.audit(tx, c, es...); err != nil {
+			return fail(err)
+		}
 	}
 	return res
 }

@@ -40,8 +40,8 @@ func (s etsiService) GetKey(ctx context.Context, master, slave string, req etsi0
 	return deliver(keys), nil
 }
 
-func (s etsiService) GetKeyWithIDs(ctx context.Context, slave, master string, keyIDs []string) ([]etsi014.DeliveredKey, error) {
-	keys, err := s.n.fetch(ctx, slave, master, keyIDs)
+func (s etsiService) GetKeyWithIDs(ctx context.Context, slave, master string, keyIDs []string, requestID string) ([]etsi014.DeliveredKey, error) {
+	keys, err := s.n.fetch(ctx, slave, master, keyIDs, requestID)
 	if err != nil {
 		return nil, err
 	}
@@ -123,15 +123,22 @@ func (n *Node) issue(ctx context.Context, master, slave string, req issueRequest
 
 // fetch is Get key with key IDs at a slave's site: wait for (or pull) the reservations that
 // have not arrived yet, then propose Fetch, unless the push of the reservations carried it
-// (handoff.go).
-func (n *Node) fetch(ctx context.Context, slave, master string, keyIDs []string) ([]kms.Key, error) {
+// (handoff.go). requestID, the slave's idempotency key or "", names the Fetch's request
+// record, so that a retry gets the keys the first call took (kms.Machine.replay) for as long
+// as the record is kept (kms RequestTTL). It is scoped to the slave, whose ID comes from its
+// certificate: no SAE can name another's request.
+func (n *Node) fetch(ctx context.Context, slave, master string, keyIDs []string, requestID string) ([]kms.Key, error) {
 	if err := n.rateLimit(slave, opFetch, len(keyIDs)); err != nil {
 		return nil, err
 	}
 	ctx, cancel := n.requestContext(ctx)
 	defer cancel()
+	reqID := "fetch/" + slave + "/" + newKeyID()
+	if requestID != "" {
+		reqID = "fetch/" + slave + "/idem/" + requestID
+	}
 	cmd := &kms.Command{
-		ReqID: "fetch/" + slave + "/" + newKeyID(),
+		ReqID: reqID,
 		Fetch: &kms.FetchCmd{Master: master, Caller: slave, KeyIDs: keyIDs},
 	}
 	res, err := n.ensureReservations(ctx, master, cmd)

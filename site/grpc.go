@@ -51,8 +51,8 @@ func (s grpcService) GetKey(ctx context.Context, master, slave string, req keyde
 	return toDelivered(keys), nil
 }
 
-func (s grpcService) GetKeyWithIDs(ctx context.Context, slave, master string, keyIDs []string) ([]keydelivery.Key, error) {
-	keys, err := s.n.fetch(ctx, slave, master, keyIDs)
+func (s grpcService) GetKeyWithIDs(ctx context.Context, slave, master string, keyIDs []string, requestID string) ([]keydelivery.Key, error) {
+	keys, err := s.n.fetch(ctx, slave, master, keyIDs, requestID)
 	if err != nil {
 		return nil, err
 	}

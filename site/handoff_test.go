@@ -120,7 +120,7 @@ func TestHandoffOnPush(t *testing.T) {
 	var got []kms.Key
 	go func() {
 		var err error
-		got, err = b.fetch(ctx, "SAE-B1", "SAE-A1", ids)
+		got, err = b.fetch(ctx, "SAE-B1", "SAE-A1", ids, "")
 		done <- err
 	}()
 	for waiting := false; !waiting; {

@@ -23,7 +23,7 @@ func (oneKeyService) GetKey(ctx context.Context, master, slave string, req KeyRe
 	return []DeliveredKey{{ID: "6c5d2b4a-1f3e-4c6a-9b2d-8e7f6a5b4c3d", Bytes: b}}, nil
 }
 
-func (oneKeyService) GetKeyWithIDs(ctx context.Context, slave, master string, ids []string) ([]DeliveredKey, error) {
+func (oneKeyService) GetKeyWithIDs(ctx context.Context, slave, master string, ids []string, _ string) ([]DeliveredKey, error) {
 	b := make([]byte, 32)
 	rand.Read(b)
 	return []DeliveredKey{{ID: ids[0], Bytes: b}}, nil

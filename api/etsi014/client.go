@@ -66,7 +66,7 @@ func (c *Client) url(saeID, method string) string {
 
 // Status calls Get status (clause 5.2) for the link to slave.
 func (c *Client) Status(ctx context.Context, slave string) (*Status, error) {
-	body, err := c.do(ctx, http.MethodGet, c.url(slave, "status"), nil)
+	body, err := c.do(ctx, http.MethodGet, c.url(slave, "status"), nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +83,7 @@ func (c *Client) GetKey(ctx context.Context, slave string, req KeyRequest) ([]De
 	if err != nil {
 		return nil, fmt.Errorf("etsi014: encode key request: %w", err)
 	}
-	body, err := c.do(ctx, http.MethodPost, c.url(slave, "enc_keys"), reqBody)
+	body, err := c.do(ctx, http.MethodPost, c.url(slave, "enc_keys"), reqBody, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -92,6 +92,13 @@ func (c *Client) GetKey(ctx context.Context, slave string, req KeyRequest) ([]De
 
 // GetKeyWithIDs calls Get key with key IDs (clause 5.4) with POST for keys master obtained.
 func (c *Client) GetKeyWithIDs(ctx context.Context, master string, ids []string) ([]DeliveredKey, error) {
+	return c.GetKeyWithIDsIdempotent(ctx, master, ids, "")
+}
+
+// GetKeyWithIDsIdempotent is GetKeyWithIDs with an Idempotency-Key (IdempotencyKeyHeader):
+// after an error that leaves the outcome unknown, calling it again with the same ids and
+// requestID returns the keys even if the first call took them. requestID "" sends none.
+func (c *Client) GetKeyWithIDsIdempotent(ctx context.Context, master string, ids []string, requestID string) ([]DeliveredKey, error) {
 	in := KeyIDs{KeyIDs: make([]KeyIDEntry, len(ids))}
 	for i, id := range ids {
 		in.KeyIDs[i].KeyID = id
@@ -100,7 +107,11 @@ func (c *Client) GetKeyWithIDs(ctx context.Context, master string, ids []string)
 	if err != nil {
 		return nil, fmt.Errorf("etsi014: encode key IDs: %w", err)
 	}
-	body, err := c.do(ctx, http.MethodPost, c.url(master, "dec_keys"), reqBody)
+	var hdr http.Header
+	if requestID != "" {
+		hdr = http.Header{IdempotencyKeyHeader: {requestID}}
+	}
+	body, err := c.do(ctx, http.MethodPost, c.url(master, "dec_keys"), reqBody, hdr)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +133,7 @@ func decodeKeys(body []byte) ([]DeliveredKey, error) {
 	return keys, nil
 }
 
-func (c *Client) do(ctx context.Context, method, u string, reqBody []byte) ([]byte, error) {
+func (c *Client) do(ctx context.Context, method, u string, reqBody []byte, hdr http.Header) ([]byte, error) {
 	var rd io.Reader
 	if reqBody != nil {
 		rd = bytes.NewReader(reqBody)
@@ -130,6 +141,9 @@ func (c *Client) do(ctx context.Context, method, u string, reqBody []byte) ([]by
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
 		return nil, fmt.Errorf("etsi014: %s %s: %w", method, u, err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	req.Header.Set("Accept", "application/json")
 	if reqBody != nil {

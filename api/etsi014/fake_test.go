@@ -19,6 +19,8 @@ type fakeService struct {
 	lastReq KeyRequest
 	handed  [][]byte // every slice returned to the handler, to check it was wiped
 	saes    map[string]bool
+	// requestIDs are the idempotency keys GetKeyWithIDs was given, in call order.
+	requestIDs []string
 	// forced error of the next call, if any
 	err error
 }
@@ -89,10 +91,11 @@ func (f *fakeService) GetKey(ctx context.Context, master, slave string, req KeyR
 	return out, nil
 }
 
-func (f *fakeService) GetKeyWithIDs(ctx context.Context, slave, master string, keyIDs []string) ([]DeliveredKey, error) {
+func (f *fakeService) GetKeyWithIDs(ctx context.Context, slave, master string, keyIDs []string, requestID string) ([]DeliveredKey, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
+	f.requestIDs = append(f.requestIDs, requestID)
 	if f.err != nil {
 		return nil, f.err
 	}

@@ -27,8 +27,10 @@ type Service interface {
 	// req.AdditionalSlaveSAEIDs. req is already checked: see KeyRequest.
 	GetKey(ctx context.Context, master, slave string, req KeyRequest) ([]DeliveredKey, error)
 	// GetKeyWithIDs answers Get key with key IDs (clause 5.4): the keys keyIDs that master
-	// obtained for slave (the caller). keyIDs are distinct.
-	GetKeyWithIDs(ctx context.Context, slave, master string, keyIDs []string) ([]DeliveredKey, error)
+	// obtained for slave (the caller). keyIDs are distinct. requestID is the caller's
+	// Idempotency-Key (checked with pki.CheckID), or "": a call repeating an earlier one's
+	// requestID and keyIDs gets that call's keys again (see IdempotencyKeyHeader).
+	GetKeyWithIDs(ctx context.Context, slave, master string, keyIDs []string, requestID string) ([]DeliveredKey, error)
 }
 
 // Options tune the handler. The zero value is usable.
@@ -231,16 +233,44 @@ func (h *handler) decKeys(w http.ResponseWriter, r *http.Request, slave, master 
 			ids, err = decodeKeyIDs(body)
 		}
 	}
+	var requestID string
+	if err == nil {
+		requestID, err = idempotencyKey(r)
+	}
 	if err != nil {
 		h.writeRequestError(w, r, err, nil)
 		return
 	}
-	keys, err := h.svc.GetKeyWithIDs(r.Context(), slave, master, ids)
+	keys, err := h.svc.GetKeyWithIDs(r.Context(), slave, master, ids, requestID)
 	if err != nil {
 		h.writeServiceError(w, r, err)
 		return
 	}
 	h.writeKeys(w, r, keys, nil)
+}
+
+// IdempotencyKeyHeader names the header with which an SAE makes Get key with key IDs safe to
+// retry (draft-ietf-httpapi-idempotency-key-header; an extension of ETSI GS QKD 014, which
+// has none). The keys of a dec_keys leave the pool when it is answered, so an SAE that lost
+// the answer (a timeout, a reset connection) would otherwise find them "not found" on retry.
+// With the header, a retry that repeats the key IDs and the header's value gets the keys of
+// the first call, for as long as the KME keeps its answer (qkms: 2 minutes); the same value
+// with other key IDs is refused. Values are scoped to the calling SAE.
+const IdempotencyKeyHeader = "Idempotency-Key"
+
+// idempotencyKey returns the request's Idempotency-Key, "" when it has none.
+func idempotencyKey(r *http.Request) (string, error) {
+	vals := r.Header.Values(IdempotencyKeyHeader)
+	switch {
+	case len(vals) == 0:
+		return "", nil
+	case len(vals) > 1:
+		return "", reject("%s: give one value", IdempotencyKeyHeader)
+	}
+	if err := pki.CheckID(vals[0]); err != nil {
+		return "", reject("%s: %v", IdempotencyKeyHeader, err)
+	}
+	return vals[0], nil
 }
 
 // parseQuery reads the query strictly: r.URL.Query() drops malformed pairs silently, which

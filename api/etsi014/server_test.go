@@ -446,3 +446,53 @@ func TestHandshakeRequiresCertificate(t *testing.T) {
 		t.Error("client accepted KME-A while pinned to KME-B")
 	}
 }
+
+// TestIdempotencyKey: dec_keys hands the Idempotency-Key header to the Service (GET and POST);
+// a malformed or repeated header is a 400 that reaches no Service.
+func TestIdempotencyKey(t *testing.T) {
+	svc := newFakeService(10)
+	srv := startKME(t, svc)
+	ctx := context.Background()
+	keys, err := NewClient(srv.URL, tlsFor(t, "SAE-A1")).GetKey(ctx, "SAE-B1", KeyRequest{Number: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewClient(srv.URL, tlsFor(t, "SAE-B1")).GetKeyWithIDsIdempotent(ctx, "SAE-A1", []string{keys[0].ID}, "retry-7"); err != nil {
+		t.Fatal(err)
+	}
+	hc := httpClient(t, "SAE-B1")
+	do := func(hdr []string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+keysPath+"SAE-A1/dec_keys?key_ID="+keys[1].ID, nil)
+		for _, v := range hdr {
+			req.Header.Add(IdempotencyKeyHeader, v)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e Error
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != 200 && !strings.Contains(e.Message, IdempotencyKeyHeader) {
+			t.Errorf("header %q: %d %q does not name the header", hdr, resp.StatusCode, e.Message)
+		}
+		return resp.StatusCode
+	}
+	calls := svc.calls
+	for _, bad := range [][]string{{""}, {"a/b"}, {".."}, {strings.Repeat("k", pki.MaxIDLen+1)}, {"a", "b"}} {
+		if code := do(bad); code != http.StatusBadRequest {
+			t.Errorf("header %q: %d, want 400", bad, code)
+		}
+	}
+	if svc.calls != calls {
+		t.Fatal("a refused Idempotency-Key reached the Service")
+	}
+	if code := do([]string{"550e8400-e29b-41d4-a716-446655440000"}); code != http.StatusOK {
+		t.Fatalf("GET with a UUID key: %d", code)
+	}
+	want := []string{"retry-7", "550e8400-e29b-41d4-a716-446655440000"}
+	if len(svc.requestIDs) != 2 || svc.requestIDs[0] != want[0] || svc.requestIDs[1] != want[1] {
+		t.Fatalf("Service got request IDs %q, want %q", svc.requestIDs, want)
+	}
+}

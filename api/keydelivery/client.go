@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/qkms/qkms/api/keyspb"
 )
@@ -57,6 +58,16 @@ func (c *Client) GetKey(ctx context.Context, slave string, number, size int, add
 
 // GetKeyWithIDs is Get key with key IDs: the keys keyIDs that master obtained for the caller.
 func (c *Client) GetKeyWithIDs(ctx context.Context, master string, keyIDs []string) ([]Key, error) {
+	return c.GetKeyWithIDsIdempotent(ctx, master, keyIDs, "")
+}
+
+// GetKeyWithIDsIdempotent is GetKeyWithIDs with an idempotency key (IdempotencyKeyMetadata):
+// after an error that leaves the outcome unknown, calling it again with the same keyIDs and
+// requestID returns the keys even if the first call took them. requestID "" sends none.
+func (c *Client) GetKeyWithIDsIdempotent(ctx context.Context, master string, keyIDs []string, requestID string) ([]Key, error) {
+	if requestID != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, IdempotencyKeyMetadata, requestID)
+	}
 	kc, err := c.kd.GetKeyWithIDs(ctx, &keyspb.GetKeyWithIDsRequest{MasterSaeId: master, KeyIds: keyIDs})
 	if err != nil {
 		return nil, fmt.Errorf("keydelivery: get key with key IDs: %w", err)

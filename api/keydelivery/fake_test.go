@@ -31,6 +31,8 @@ type fakeService struct {
 	err    error // forced error of every call, if set
 	reqs   []KeyRequest
 	fetchs [][]string
+	// requestIDs are the idempotency keys GetKeyWithIDs was given, in call order.
+	requestIDs []string
 	// hidden lists key IDs Known does not report yet (a push still on its way).
 	hidden map[string]bool
 	// onIssue, if set, runs after each GetKey with the number of GetKey calls so far.
@@ -125,10 +127,11 @@ func (f *fakeService) fetchable(slave, master, id string) bool {
 	return k != nil && k.master == master && slices.Contains(k.slaves, slave) && !slices.Contains(k.fetched, slave)
 }
 
-func (f *fakeService) GetKeyWithIDs(ctx context.Context, slave, master string, ids []string) ([]Key, error) {
+func (f *fakeService) GetKeyWithIDs(ctx context.Context, slave, master string, ids []string, requestID string) ([]Key, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.fetchs = append(f.fetchs, ids)
+	f.requestIDs = append(f.requestIDs, requestID)
 	if f.err != nil {
 		return nil, f.err
 	}

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -93,11 +94,36 @@ func (s *server) GetKeyWithIDs(ctx context.Context, req *keyspb.GetKeyWithIDsReq
 	if err := checkGetKeyWithIDs(req); err != nil {
 		return nil, err
 	}
-	keys, err := s.svc.GetKeyWithIDs(ctx, slave, req.GetMasterSaeId(), req.GetKeyIds())
+	requestID, err := idempotencyKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := s.svc.GetKeyWithIDs(ctx, slave, req.GetMasterSaeId(), req.GetKeyIds(), requestID)
 	if err != nil {
 		return nil, s.statusOf(err)
 	}
 	return container(keys), nil
+}
+
+// IdempotencyKeyMetadata is the gRPC metadata key with which a caller makes GetKeyWithIDs
+// safe to retry, as etsi014.IdempotencyKeyHeader does for dec_keys: a call that repeats an
+// earlier one's key IDs and value gets that call's keys again while the site keeps its answer.
+const IdempotencyKeyMetadata = "idempotency-key"
+
+// idempotencyKey returns the call's IdempotencyKeyMetadata value, "" when it has none.
+func idempotencyKey(ctx context.Context) (string, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get(IdempotencyKeyMetadata)
+	switch {
+	case len(vals) == 0:
+		return "", nil
+	case len(vals) > 1:
+		return "", invalid("%s: give one value", IdempotencyKeyMetadata)
+	}
+	if err := pki.CheckID(vals[0]); err != nil {
+		return "", invalid("%s: %v", IdempotencyKeyMetadata, err)
+	}
+	return vals[0], nil
 }
 
 func container(keys []Key) *keyspb.KeyContainer {

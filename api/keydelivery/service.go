@@ -24,7 +24,9 @@ type Service interface {
 	GetKey(ctx context.Context, master, slave string, req KeyRequest) ([]Key, error)
 	// GetKeyWithIDs answers Get key with key IDs (clause 5.4): the keys keyIDs that master
 	// obtained for slave (the caller). keyIDs are distinct and well formed.
-	GetKeyWithIDs(ctx context.Context, slave, master string, keyIDs []string) ([]Key, error)
+	// requestID is the caller's idempotency key (IdempotencyKeyMetadata) or "", as for
+	// etsi014.Service.
+	GetKeyWithIDs(ctx context.Context, slave, master string, keyIDs []string, requestID string) ([]Key, error)
 	// Known returns how many of keyIDs, counted from the first, this site already holds
 	// unfetched keys for that master issued for slave, reading local state only (no pull
 	// from the issuing site, no replicated write). FollowKeys polls it to wait cheaply for a

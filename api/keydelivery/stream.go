@@ -203,7 +203,7 @@ func (s *server) FollowKeys(req *keyspb.FollowKeysRequest, stream grpc.ServerStr
 		}
 		if known == 0 && time.Since(waitingSince) >= s.opts.PullAfter {
 			known, waitingSince = 1, time.Now()
-			keys, err := s.svc.GetKeyWithIDs(ctx, slave, master, ids[:1])
+			keys, err := s.svc.GetKeyWithIDs(ctx, slave, master, ids[:1], "")
 			if errors.Is(err, kms.ErrKeyNotFound) {
 				known = 0 // not issued yet: keep waiting
 			} else if err != nil {
@@ -223,7 +223,7 @@ func (s *server) FollowKeys(req *keyspb.FollowKeysRequest, stream grpc.ServerStr
 			}
 			continue
 		}
-		keys, err := s.svc.GetKeyWithIDs(ctx, slave, master, ids[:known])
+		keys, err := s.svc.GetKeyWithIDs(ctx, slave, master, ids[:known], "")
 		if errors.Is(err, kms.ErrKeyNotFound) {
 			return status.Errorf(codes.InvalidArgument, "stream %s: a key from position %d on is no longer at this KME (expired, or already fetched by this SAE); follow again with a later from_seq", streamID, seq)
 		}
