@@ -31,6 +31,7 @@ type opInput struct {
 	SAE   string // enc_keys: the master; dec_keys: the caller
 	Slave string // enc_keys: the named slave
 	Node  string // the node the call went to
+	Token string // dec_keys: the Idempotency-Key sent, or ""
 }
 
 // opOutput is the answer: an HTTP status (200, 400, ...) or outUnknown, and the key's bytes as
@@ -41,15 +42,22 @@ type opOutput struct {
 }
 
 // keyState is the model of one key ID: ETSI GS QKD 014 clause 5 with qkms's rules — issued
-// at most once to its master, fetched at most once by its named slave, with the issued bytes.
+// at most once to its master, fetched at most once by its named slave, with the issued bytes;
+// a dec_keys that repeats the Idempotency-Key of the fetch that took the key may get it again.
 type keyState struct {
 	Issued  bool
 	Bytes   string
 	Slave   string
 	Fetched bool
+	Token   string // the Idempotency-Key of the fetch that took the key
 }
 
 func (s keyState) fetchable(caller string) bool { return s.Issued && !s.Fetched && s.Slave == caller }
+
+// replayable says whether a dec_keys by caller with token repeats the fetch that took the key.
+func (s keyState) replayable(caller, token string) bool {
+	return s.Fetched && token != "" && s.Token == token && s.Slave == caller
+}
 
 // keyModel partitions the history by key ID; within a key it is nondeterministic only for calls
 // with unknown outcome, which may or may not have taken effect.
@@ -81,11 +89,14 @@ var keyModel = porcupine.NondeterministicModel{
 			return []interface{}{keyState{Issued: true, Bytes: out.Bytes, Slave: in.Slave}}
 		}
 		fetched := s
-		fetched.Fetched = true
+		fetched.Fetched, fetched.Token = true, in.Token
 		switch out.Code {
 		case http.StatusOK:
 			if s.fetchable(in.SAE) && out.Bytes == s.Bytes {
 				return []interface{}{fetched}
+			}
+			if s.replayable(in.SAE, in.Token) && out.Bytes == s.Bytes {
+				return []interface{}{s}
 			}
 		case http.StatusBadRequest: // not found: never issued, or already fetched
 			if !s.Issued || s.Fetched {
@@ -120,6 +131,9 @@ var keyModel = porcupine.NondeterministicModel{
 		}
 		if in.Issue {
 			return fmt.Sprintf("enc_keys %s->%s @%s: %s", in.SAE, in.Slave, in.Node, res)
+		}
+		if in.Token != "" {
+			return fmt.Sprintf("dec_keys by %s @%s (Idempotency-Key %s): %s", in.SAE, in.Node, in.Token, res)
 		}
 		return fmt.Sprintf("dec_keys by %s @%s: %s", in.SAE, in.Node, res)
 	},
@@ -195,7 +209,7 @@ func (h *history) issue(client int, call int64, master, slave, node string, keys
 }
 
 // fetch records a dec_keys call of one key ID begun at call; it returns the outcome code.
-func (h *history) fetch(client int, call int64, caller, node, id string, keys []etsi014.DeliveredKey, err error) int {
+func (h *history) fetch(client int, call int64, caller, node, id, token string, keys []etsi014.DeliveredKey, err error) int {
 	ret := h.now()
 	out := opOutput{Code: outcome(err)}
 	if err == nil {
@@ -210,7 +224,7 @@ func (h *history) fetch(client int, call int64, caller, node, id string, keys []
 	}
 	h.mu.Lock()
 	h.ops = append(h.ops, porcupine.Operation{ClientId: client, Call: call, Return: ret,
-		Input: opInput{Key: id, SAE: caller, Node: node}, Output: out})
+		Input: opInput{Key: id, SAE: caller, Node: node, Token: token}, Output: out})
 	h.mu.Unlock()
 	return out.Code
 }

@@ -80,14 +80,21 @@ func (w *workload) encKeys(client int, n *node, master, slave string, number int
 	return keys, err
 }
 
-// decKey fetches one key ID at node n as caller and records the call.
-func (w *workload) decKey(client int, n *node, caller, master, id string) int {
+// decKey fetches one key ID at node n as caller, with the Idempotency-Key token (or none),
+// and records the call.
+func (w *workload) decKey(client int, n *node, caller, master, id, token string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	call := w.h.now()
-	keys, err := n.clients[caller].GetKeyWithIDs(ctx, master, []string{id})
-	return w.h.fetch(client, call, caller, n.id, id, keys, err)
+	keys, err := n.clients[caller].GetKeyWithIDsIdempotent(ctx, master, []string{id}, token)
+	return w.h.fetch(client, call, caller, n.id, id, token, keys, err)
 }
+
+// fetchToken is the Idempotency-Key with which a slave fetches k as long as it has not seen
+// the key: every attempt, the retries after an unknown outcome included, carries the same one,
+// as an encryptor would. A fetch after the key was received sends none, so the model still
+// sees that a second fetch fails.
+func fetchToken(k *issuedKey) string { return "fetch-" + k.id }
 
 // run drives client number c until ctx ends; clients alternate the issuing site.
 func (w *workload) run(ctx context.Context, c int, seed uint64) {
@@ -112,7 +119,13 @@ func (w *workload) run(ctx context.Context, c int, seed uint64) {
 					caller = saes[1-dir][1]
 				}
 			}
-			code := w.decKey(c, other, caller, k.master, k.id)
+			token := ""
+			w.mu.Lock()
+			if caller == k.slave && !k.fetched {
+				token = fetchToken(k)
+			}
+			w.mu.Unlock()
+			code := w.decKey(c, other, caller, k.master, k.id, token)
 			w.mu.Lock()
 			if caller == k.slave {
 				k.fetched = k.fetched || code == http.StatusOK
@@ -121,7 +134,7 @@ func (w *workload) run(ctx context.Context, c int, seed uint64) {
 			w.mu.Unlock()
 		default:
 			// A key ID never issued must never be delivered.
-			w.decKey(c, other, saes[1-dir][rng.IntN(2)], saes[dir][0], uuid.NewString())
+			w.decKey(c, other, saes[1-dir][rng.IntN(2)], saes[dir][0], uuid.NewString(), "")
 		}
 	}
 }
@@ -147,7 +160,7 @@ func (w *workload) drain(client int, rng *rand.Rand, deadline time.Time) (lost [
 		code := 0
 		for time.Now().Before(deadline) {
 			n := w.nw.nodes[1-k.dir][rng.IntN(3)]
-			code = w.decKey(client, n, k.slave, k.master, k.id)
+			code = w.decKey(client, n, k.slave, k.master, k.id, fetchToken(k))
 			if code != http.StatusServiceUnavailable && code != outUnknown && code != outRefused {
 				break
 			}
