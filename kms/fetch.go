@@ -55,14 +55,19 @@ func (m *Machine) applyFetch(tx Tx, c *Command) *Result {
 	res := &Result{Keys: make([]Key, len(rs))}
 	eps := epochCache{tx: tx}
 	defer eps.destroy()
+	mat, err := readRuns(tx, rs)
+	defer mat.clear()
+	if err != nil {
+		return fail(err)
+	}
 	for i, r := range rs {
 		key := make([]byte, 0, r.Bits/8)
 		for _, rg := range r.Ranges {
-			buf, err := tx.ReadMaterial(r.Peer, rg.Block, rg.Off, rg.Len)
-			if err != nil || len(buf) != rg.Len {
-				return fail(storageErr("read material of key "+r.KeyID, errOr(err, "material")))
+			b, ok := mat.bytes(r.Peer, rg)
+			if !ok {
+				return fail(storageErr("read material of key "+r.KeyID, errMissing("material")))
 			}
-			key = append(key, buf...)
+			key = append(key, b...)
 		}
 		if r.Provenance == ProvenanceHybrid || r.Provenance == ProvenancePQC {
 			ep, err := eps.get(r.Peer, r.Epoch)
@@ -116,8 +121,8 @@ func (m *Machine) applyFetch(tx Tx, c *Command) *Result {
 	return m.auditOrFail(tx, c, res, append(es, bs.shredEntries()...)...)
 }
 
-// release erases a reservation's ranges at this (non-owning) site and counts them released;
-// blocks fully released have their material dropped at flush.
+// release counts a reservation's ranges released at this (non-owning) site; flush erases them,
+// or drops the material of blocks fully released.
 func (m *Machine) release(tx Tx, bs *blockSet, pools map[string]*Pool, order *[]string, r *Reservation) error {
 	for _, rg := range r.Ranges {
 		b, err := bs.get(r.Peer, rg.Block)
@@ -127,11 +132,7 @@ func (m *Machine) release(tx Tx, bs *blockSet, pools map[string]*Pool, order *[]
 		if b == nil {
 			return storageErr("release key "+r.KeyID, errMissing("block "+rg.Block))
 		}
-		if err := tx.EraseMaterial(r.Peer, rg.Block, rg.Off, rg.Len); err != nil {
-			return storageErr("erase material of key "+r.KeyID, err)
-		}
-		b.Released += rg.Len
-		bs.touch(b)
+		bs.release(b, rg.Off, rg.Len)
 	}
 	p, ok := pools[r.Peer]
 	if !ok {
@@ -206,6 +207,65 @@ func finish(tx Tx, bs *blockSet, pools map[string]*Pool, order []string) error {
 		}
 	}
 	return nil
+}
+
+// runs holds the material of many ranges, read a run of adjacent ranges at a time: the keys of
+// one request lie side by side in their blocks, and a read decrypts whole segments, which
+// reading key by key did once for each key.
+type runs map[string][]run // by peer and block
+
+type run struct {
+	off int
+	buf []byte
+}
+
+func runKey(peer, block string) string { return peer + "\x00" + block }
+
+// readRuns reads the ranges of rs.
+func readRuns(tx Tx, rs []*Reservation) (runs, error) {
+	byBlock := map[string][]Range{}
+	var order []string
+	peers := map[string]string{}
+	for _, r := range rs {
+		for _, rg := range r.Ranges {
+			k := runKey(r.Peer, rg.Block)
+			if _, ok := byBlock[k]; !ok {
+				order = append(order, k)
+				peers[k] = r.Peer
+			}
+			byBlock[k] = append(byBlock[k], rg)
+		}
+	}
+	out := make(runs, len(order))
+	for _, k := range order {
+		for _, rg := range mergeRanges(byBlock[k]) {
+			buf, err := tx.ReadMaterial(peers[k], rg.Block, rg.Off, rg.Len)
+			if err != nil || len(buf) != rg.Len {
+				return out, storageErr("read material of block "+rg.Block, errOr(err, "material"))
+			}
+			out[k] = append(out[k], run{off: rg.Off, buf: buf})
+		}
+	}
+	return out, nil
+}
+
+// bytes returns the material of rg, which readRuns read (false if it did not).
+func (m runs) bytes(peer string, rg Range) ([]byte, bool) {
+	for _, r := range m[runKey(peer, rg.Block)] {
+		if rg.Off >= r.off && rg.Off+rg.Len <= r.off+len(r.buf) {
+			return r.buf[rg.Off-r.off : rg.Off-r.off+rg.Len], true
+		}
+	}
+	return nil, false
+}
+
+// clear wipes the material read.
+func (m runs) clear() {
+	for _, rs := range m {
+		for _, r := range rs {
+			clear(r.buf)
+		}
+	}
 }
 
 func errOr(err error, what string) error {

@@ -132,12 +132,8 @@ func (m *Machine) applyIssue(tx Tx, c *Command) *Result {
 		}
 	}
 	for _, s := range a.spans {
-		if err := tx.EraseMaterial(peer, s.b.ID, s.from, s.to-s.from); err != nil {
-			return fail(storageErr("erase material of block "+s.b.ID, err))
-		}
 		s.b.Next = s.to
-		s.b.Released += s.to - s.from
-		bs.touch(s.b)
+		bs.release(s.b, s.from, s.to-s.from)
 	}
 	if err := bs.flush(); err != nil {
 		return fail(err)

@@ -133,6 +133,37 @@ func TestFetchRules(t *testing.T) {
 	}
 }
 
+// TestFetchErasesOnlyFetched: a fetch reads and erases the ranges of its keys in runs of
+// adjacent keys; a key between them, not fetched, keeps its bytes.
+func TestFetchErasesOnlyFetched(t *testing.T) {
+	l := newLink(t, kms.Limits{})
+	l.ingest(1024, true)
+	is := l.must(l.a, l.issueCmd(l.a, "SAE-A1", []string{"SAE-B1"}, 5, 256))
+	l.must(l.b, &kms.Command{PeerReserve: &kms.PeerReserveCmd{From: kmeA, Reservations: is.Reservations}})
+	readable := func(i int) bool {
+		rg := is.Reservations[i].Ranges[0]
+		_, err := l.b.tx.ReadMaterial(kmeA, rg.Block, rg.Off, rg.Len)
+		return err == nil
+	}
+	// Keys 0, 1, 3 and 4 in one request (out of order): two runs around key 2.
+	got := l.must(l.b, &kms.Command{Fetch: &kms.FetchCmd{Master: "SAE-A1", Caller: "SAE-B1",
+		KeyIDs: []string{is.Keys[4].ID, is.Keys[0].ID, is.Keys[3].ID, is.Keys[1].ID}}})
+	for j, i := range []int{4, 0, 3, 1} {
+		if !bytes.Equal(got.Keys[j].Bytes, is.Keys[i].Bytes) {
+			t.Fatalf("key %d: other bytes at the slave's site", i)
+		}
+		if readable(i) {
+			t.Fatalf("key %d readable after its fetch", i)
+		}
+	}
+	if !readable(2) {
+		t.Fatal("key 2, not fetched, was erased with its neighbours")
+	}
+	if r := l.must(l.b, &kms.Command{Fetch: &kms.FetchCmd{Master: "SAE-A1", Caller: "SAE-B1", KeyIDs: []string{is.Keys[2].ID}}}); !bytes.Equal(r.Keys[0].Bytes, is.Keys[2].Bytes) || readable(2) {
+		t.Fatal("key 2: other bytes, or still readable after its fetch")
+	}
+}
+
 // TestMulticast: each additional slave fetches once; the bytes are erased after the last.
 func TestMulticast(t *testing.T) {
 	l := newLink(t, kms.Limits{})
