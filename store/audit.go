@@ -9,12 +9,19 @@ import (
 	"github.com/qkms/qkms/kms"
 )
 
-// The audit trail (kms/audit.go) is kept in bucketAudit: big-endian Seq -> recordVersion |
-// Hash(32) | JSON of the entry. Keys sort in Seq order, so the head is the last key and an
-// export is a cursor walk; the hash beside the body lets AuditHead skip decoding. The bucket is
-// created by the first append, so stores written before the trail existed open unchanged. The
-// trail holds no key bytes and is not sealed: it is public to the site's auditors.
+// The audit trail (kms/audit.go) is kept in bucketAudit: big-endian Seq -> auditRecordVersion |
+// Hash(32) | the entry's canonical encoding (kms.AppendAuditCanonical, what Hash is taken
+// over). Records of recordVersion, written before, hold the entry's JSON instead and are still
+// read. Keys sort in Seq order, so the head is the last key and an export is a cursor walk; the
+// hash beside the body lets AuditHead skip decoding. The bucket is created by the first append,
+// so stores written before the trail existed open unchanged. The trail holds no key bytes and
+// is not sealed: it is public to the site's auditors.
 var bucketAudit = []byte("audit")
+
+// auditRecordVersion marks audit records in canonical encoding. JSON cost a site about a
+// tenth of the CPU of applying a delivery: every request appends two to four entries, each
+// with a key ID and a fingerprint per key.
+const auditRecordVersion = 2
 
 var _ kms.AuditTx = (*tx)(nil)
 
@@ -35,12 +42,9 @@ func (t *tx) AppendAudit(e *kms.AuditEntry) error {
 	if k, _ := b.Cursor().Last(); k != nil && bytes.Compare(k, key[:]) >= 0 {
 		return fmt.Errorf("store: append audit entry %d after entry %d", e.Seq, binary.BigEndian.Uint64(k))
 	}
-	body, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("store: append audit entry %d: %w", e.Seq, err)
-	}
-	v := make([]byte, 0, 1+kms.AuditHashSize+len(body))
-	v = append(append(append(v, recordVersion), e.Hash...), body...)
+	v := make([]byte, 0, 1+kms.AuditHashSize+512)
+	v = append(append(v, auditRecordVersion), e.Hash...)
+	v = kms.AppendAuditCanonical(v, e)
 	if err := b.Put(key[:], v); err != nil {
 		return fmt.Errorf("store: append audit entry %d: %w", e.Seq, err)
 	}
@@ -56,7 +60,7 @@ func (t *tx) AuditHead() (uint64, []byte, error) {
 	if k == nil {
 		return 0, nil, nil
 	}
-	if len(k) != 8 || len(v) < 1+kms.AuditHashSize || v[0] != recordVersion {
+	if len(k) != 8 || len(v) < 1+kms.AuditHashSize || (v[0] != auditRecordVersion && v[0] != recordVersion) {
 		return 0, nil, fmt.Errorf("store: audit head: record format: %w", ErrTampered)
 	}
 	return binary.BigEndian.Uint64(k), bytes.Clone(v[1 : 1+kms.AuditHashSize]), nil
@@ -72,11 +76,11 @@ func (t *tx) Audit(from uint64, fn func(*kms.AuditEntry) bool) error {
 	binary.BigEndian.PutUint64(start[:], from)
 	c := b.Cursor()
 	for k, v := c.Seek(start[:]); k != nil; k, v = c.Next() {
-		if len(k) != 8 || len(v) < 1+kms.AuditHashSize || v[0] != recordVersion {
+		if len(k) != 8 || len(v) < 1+kms.AuditHashSize {
 			return fmt.Errorf("store: audit entry: record format: %w", ErrTampered)
 		}
-		e := new(kms.AuditEntry)
-		if err := json.Unmarshal(v[1+kms.AuditHashSize:], e); err != nil {
+		e, err := decodeAuditRecord(v)
+		if err != nil {
 			return fmt.Errorf("store: audit entry %d: %v: %w", binary.BigEndian.Uint64(k), err, ErrTampered)
 		}
 		if !fn(e) {
@@ -84,4 +88,26 @@ func (t *tx) Audit(from uint64, fn func(*kms.AuditEntry) bool) error {
 		}
 	}
 	return nil
+}
+
+// decodeAuditRecord decodes a record of either version (at least 1+AuditHashSize bytes).
+func decodeAuditRecord(v []byte) (*kms.AuditEntry, error) {
+	body := v[1+kms.AuditHashSize:]
+	var e *kms.AuditEntry
+	switch v[0] {
+	case auditRecordVersion:
+		var err error
+		if e, err = kms.DecodeAuditCanonical(body); err != nil {
+			return nil, err
+		}
+	case recordVersion:
+		e = new(kms.AuditEntry)
+		if err := json.Unmarshal(body, e); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("record version %d", v[0])
+	}
+	e.Hash = bytes.Clone(v[1 : 1+kms.AuditHashSize])
+	return e, nil
 }

@@ -2,6 +2,8 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -106,6 +108,54 @@ func TestAuditHeadAfterCreate(t *testing.T) {
 			e := &kms.AuditEntry{Seq: seq, Hash: prev}
 			if err := al.AppendAudit(e); err != nil {
 				t.Fatalf("append %d: %v", seq, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Entries written as JSON (record version 1, before the canonical encoding) are read as
+// before, after and between new ones.
+func TestAuditReadsJSONRecords(t *testing.T) {
+	db, _ := openTestDB(t)
+	at := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	prev := make([]byte, kms.AuditHashSize)
+	var want []*kms.AuditEntry
+	for seq := uint64(1); seq <= 3; seq++ {
+		e := &kms.AuditEntry{Seq: seq, Time: at, Event: kms.EventKeyFetched, KeyIDs: []string{"k1"}, SAE: "SAE-B1",
+			Fingerprints: [][]byte{bytes.Repeat([]byte{byte(seq)}, kms.FingerprintSize)}, Prev: prev}
+		e.Hash = kms.HashAuditEntry(e, nil)
+		prev = e.Hash
+		want = append(want, e)
+	}
+	mustUpdate(t, db, 1, func(ktx kms.Tx) error {
+		st := ktx.(*tx)
+		if err := st.AppendAudit(want[0]); err != nil {
+			return err
+		}
+		// Entry 2 as the store wrote it before: JSON.
+		body, err := json.Marshal(want[1])
+		if err != nil {
+			return err
+		}
+		var key [8]byte
+		binary.BigEndian.PutUint64(key[:], 2)
+		if err := st.bucket(bucketAudit).Put(key[:], append(append([]byte{recordVersion}, want[1].Hash...), body...)); err != nil {
+			return err
+		}
+		return st.AppendAudit(want[2])
+	})
+	mustView(t, db, func(tx kms.Tx) error {
+		var got []*kms.AuditEntry
+		if err := tx.Audit(1, func(e *kms.AuditEntry) bool { got = append(got, e); return true }); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 3 {
+			t.Fatalf("read %d entries, want 3", len(got))
+		}
+		for i := range want {
+			if !bytes.Equal(kms.HashAuditEntry(got[i], nil), want[i].Hash) || !bytes.Equal(got[i].Hash, want[i].Hash) || got[i].SAE != "SAE-B1" {
+				t.Fatalf("entry %d read back as %+v", i+1, got[i])
 			}
 		}
 		return nil
