@@ -29,6 +29,21 @@ func (r Role) Valid() bool {
 	return r == RoleSAE || r == RoleKME || r == RoleAdmin
 }
 
+// OptionalID reads an optional ID-valued header or metadata entry: "" when vals is empty, its
+// one value when that passes CheckID, an error wrapping ErrBadID otherwise.
+func OptionalID(vals []string) (string, error) {
+	switch {
+	case len(vals) == 0:
+		return "", nil
+	case len(vals) > 1:
+		return "", fmt.Errorf("%w: give one value, not %d", ErrBadID, len(vals))
+	}
+	if err := CheckID(vals[0]); err != nil {
+		return "", err
+	}
+	return vals[0], nil
+}
+
 // CheckID rejects IDs that are empty, longer than MaxIDLen, not UTF-8, contain a control
 // character or a '/', '\\', or are or contain "..". IDs become URL path segments (ETSI 014
 // clause 5) and file names (WriteDevPKI), so anything that could traverse is refused.

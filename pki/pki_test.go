@@ -304,3 +304,17 @@ func TestLoadCAMismatch(t *testing.T) {
 		t.Error("leaf accepted as CA")
 	}
 }
+
+func TestOptionalID(t *testing.T) {
+	if id, err := OptionalID(nil); id != "" || err != nil {
+		t.Fatalf("no value: %q %v", id, err)
+	}
+	if id, err := OptionalID([]string{"retry-1"}); id != "retry-1" || err != nil {
+		t.Fatalf("one value: %q %v", id, err)
+	}
+	for _, vals := range [][]string{{""}, {"a/b"}, {".."}, {"a", "b"}} {
+		if _, err := OptionalID(vals); !errors.Is(err, ErrBadID) {
+			t.Errorf("%q: %v, want ErrBadID", vals, err)
+		}
+	}
+}

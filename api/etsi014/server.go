@@ -260,17 +260,11 @@ const IdempotencyKeyHeader = "Idempotency-Key"
 
 // idempotencyKey returns the request's Idempotency-Key, "" when it has none.
 func idempotencyKey(r *http.Request) (string, error) {
-	vals := r.Header.Values(IdempotencyKeyHeader)
-	switch {
-	case len(vals) == 0:
-		return "", nil
-	case len(vals) > 1:
-		return "", reject("%s: give one value", IdempotencyKeyHeader)
-	}
-	if err := pki.CheckID(vals[0]); err != nil {
+	id, err := pki.OptionalID(r.Header.Values(IdempotencyKeyHeader))
+	if err != nil {
 		return "", reject("%s: %v", IdempotencyKeyHeader, err)
 	}
-	return vals[0], nil
+	return id, nil
 }
 
 // parseQuery reads the query strictly: r.URL.Query() drops malformed pairs silently, which

@@ -113,17 +113,11 @@ const IdempotencyKeyMetadata = "idempotency-key"
 // idempotencyKey returns the call's IdempotencyKeyMetadata value, "" when it has none.
 func idempotencyKey(ctx context.Context) (string, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get(IdempotencyKeyMetadata)
-	switch {
-	case len(vals) == 0:
-		return "", nil
-	case len(vals) > 1:
-		return "", invalid("%s: give one value", IdempotencyKeyMetadata)
-	}
-	if err := pki.CheckID(vals[0]); err != nil {
+	id, err := pki.OptionalID(md.Get(IdempotencyKeyMetadata))
+	if err != nil {
 		return "", invalid("%s: %v", IdempotencyKeyMetadata, err)
 	}
-	return vals[0], nil
+	return id, nil
 }
 
 func container(keys []Key) *keyspb.KeyContainer {
