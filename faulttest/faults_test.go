@@ -323,7 +323,7 @@ func runFaults(t *testing.T, seed uint64, dur time.Duration) []time.Duration {
 	w.mu.Lock()
 	acked := len(w.keys)
 	w.mu.Unlock()
-	t.Logf("seed %d: %d operations (%s); %d acknowledged keys; lost %d (of which %d after a fetch of unknown outcome); unchecked %d; "+
+	t.Logf("seed %d: %d operations (%s); %d acknowledged keys; lost %d (of which %d after a fetch of unknown outcome older than the request TTL); unchecked %d; "+
 		"duplicated bytes %d; failover %s; porcupine %s",
 		seed, len(ops), h.counts(), acked, len(lost), unsure, unchecked, len(h.dupBytes), distribution(failovers), res)
 	if faultErr != nil {

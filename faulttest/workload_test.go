@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/qkms/qkms/api/etsi014"
+	"github.com/qkms/qkms/kms"
 )
 
 // callTimeout bounds one ETSI call; a call cut by it has an unknown outcome.
@@ -22,7 +23,10 @@ type issuedKey struct {
 	master  string
 	slave   string
 	fetched bool // a dec_keys returned it (only steers the workload; the model decides)
-	unsure  bool // a dec_keys had an unknown outcome
+	// unsureAt is when the slave's first dec_keys of unknown outcome was sent (zero: none).
+	// Its retries carry the same Idempotency-Key, so the key is lost to the slave only if
+	// they come after the site dropped that call's answer (kms.DefaultRequestTTL).
+	unsureAt time.Time
 }
 
 // workload is the SAE clients: at each site they issue keys for SAEs at the other site, and
@@ -125,11 +129,14 @@ func (w *workload) run(ctx context.Context, c int, seed uint64) {
 				token = fetchToken(k)
 			}
 			w.mu.Unlock()
+			sent := time.Now()
 			code := w.decKey(c, other, caller, k.master, k.id, token)
 			w.mu.Lock()
 			if caller == k.slave {
 				k.fetched = k.fetched || code == http.StatusOK
-				k.unsure = k.unsure || code == outUnknown
+				if code == outUnknown && k.unsureAt.IsZero() {
+					k.unsureAt = sent
+				}
 			}
 			w.mu.Unlock()
 		default:
@@ -141,8 +148,9 @@ func (w *workload) run(ctx context.Context, c int, seed uint64) {
 
 // drain fetches, after healing, every acknowledged key not yet delivered, retrying while the
 // answer is 503 or unknown. It returns the keys that could not be fetched and how many of them
-// had a fetch of unknown outcome before (those may have been delivered to a slave that did not
-// hear the answer). Keys left when the deadline passes are counted as unchecked.
+// had a fetch of unknown outcome longer than kms.DefaultRequestTTL before (those may have been
+// delivered to a slave that did not hear the answer, and the site no longer keeps it for a
+// retry). Keys left when the deadline passes are counted as unchecked.
 func (w *workload) drain(client int, rng *rand.Rand, deadline time.Time) (lost []string, unsure, unchecked int) {
 	w.mu.Lock()
 	var todo []*issuedKey
@@ -170,7 +178,7 @@ func (w *workload) drain(client int, rng *rand.Rand, deadline time.Time) (lost [
 			continue
 		}
 		lost = append(lost, k.id)
-		if k.unsure {
+		if !k.unsureAt.IsZero() && time.Since(k.unsureAt) > kms.DefaultRequestTTL {
 			unsure++
 		}
 	}
