@@ -12,6 +12,9 @@
 //     and the messages the standard prescribes for 400.
 //   - Unknown JSON members are tolerated (clients add e.g. master_SAE_ID to key ID entries).
 //
+// One extension the standard does not have: Get key with key IDs takes an Idempotency-Key
+// header (IdempotencyKeyHeader), so an SAE that lost an answer can retry without losing keys.
+//
 // Key bytes are written straight into a response buffer that is zeroed once sent; they
 // never reach logs or error messages.
 package etsi014

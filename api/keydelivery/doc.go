@@ -29,5 +29,10 @@
 // sites beyond what ETSI 014 delivery already sends, and every streamed key can equally
 // be fetched by ID with GetKeyWithIDs or ETSI 014 dec_keys.
 //
+// Retries. GetKeyWithIDs takes an optional idempotency key in the call's metadata
+// (IdempotencyKeyMetadata), the counterpart of the ETSI 014 Idempotency-Key header: a retry
+// after an unknown outcome that repeats it, with the same key IDs and master, gets the keys
+// the first call delivered while the site keeps that answer.
+//
 // Key bytes appear only in the answers to an authorized SAE; never in errors or logs.
 package keydelivery
