@@ -22,6 +22,10 @@ import (
 //	uvarint len(Ranges) {str Block, int Off, int Len} | str Provenance |
 //	time Issued | time Expires | byte State | byte Pushed (0 or 1) | str Epoch
 
+// A RequestRecord body is
+//
+//	str Kind | time At | uvarint len(Keys) {str ID | str Bytes | str Provenance}
+
 // ErrShortWire reports a truncated or malformed binary encoding.
 var ErrShortWire = errors.New("truncated or malformed binary encoding")
 
@@ -96,6 +100,36 @@ func ReservationSize(r *Reservation) int {
 		n += len(rg.Block) + 12
 	}
 	return n
+}
+
+// AppendRequestRecord appends the binary body of rec (see above).
+func AppendRequestRecord(b []byte, rec *RequestRecord) []byte {
+	b = appendStr(b, rec.Kind)
+	b = appendTime(b, rec.At)
+	b = binary.AppendUvarint(b, uint64(len(rec.Keys)))
+	for _, k := range rec.Keys {
+		b = appendStr(b, k.ID)
+		b = appendBlob(b, k.Bytes)
+		b = appendStr(b, string(k.Provenance))
+	}
+	return b
+}
+
+// DecodeRequestRecord decodes a whole body written by AppendRequestRecord. The keys' bytes
+// are copies: body may be wiped once it returns.
+func DecodeRequestRecord(body []byte) (*RequestRecord, error) {
+	r := wireReader{b: body}
+	rec := &RequestRecord{Kind: r.str(), At: r.time()}
+	if n := r.count(); n > 0 {
+		rec.Keys = make([]RecordedKey, n)
+		for i := range rec.Keys {
+			rec.Keys[i] = RecordedKey{ID: r.str(), Bytes: []byte(r.str()), Provenance: Provenance(r.str())}
+		}
+	}
+	if err := r.end(); err != nil {
+		return nil, err
+	}
+	return rec, nil
 }
 
 // DecodeReservation decodes a whole binary body written by AppendReservation.

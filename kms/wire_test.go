@@ -156,3 +156,27 @@ func TestDecodeBatchV3Rejects(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestRecordCodec: request records round-trip, and a truncated or extended body is
+// refused.
+func TestRequestRecordCodec(t *testing.T) {
+	at := time.Date(2026, 12, 6, 18, 0, 0, 5, time.UTC)
+	for _, rec := range []*kms.RequestRecord{
+		{Kind: "issue", At: at, Keys: []kms.RecordedKey{{ID: "k1", Bytes: []byte{1, 2, 3}, Provenance: kms.ProvenanceQKD}, {ID: "k2", Bytes: make([]byte, 1024), Provenance: kms.ProvenancePQC}}},
+		{Kind: "fetch", At: at},
+	} {
+		enc := kms.AppendRequestRecord(nil, rec)
+		got, err := kms.DecodeRequestRecord(enc)
+		if err != nil || !reflect.DeepEqual(got, rec) {
+			t.Fatalf("%s: %+v, %v", rec.Kind, got, err)
+		}
+		for cut := range len(enc) {
+			if _, err := kms.DecodeRequestRecord(enc[:cut]); err == nil {
+				t.Fatalf("%s cut to %d of %d bytes decoded", rec.Kind, cut, len(enc))
+			}
+		}
+		if _, err := kms.DecodeRequestRecord(append(enc, 0)); err == nil {
+			t.Fatalf("%s with a trailing byte decoded", rec.Kind)
+		}
+	}
+}

@@ -14,12 +14,20 @@ import (
 // are sealed under the master key, with the request ID as additional data, and go with the
 // record when it expires (kms Config.RequestTTL).
 //
-// bucketRequests: request ID -> requestVersion | at (8) | nonce | AES-256-GCM(JSON record)
+// bucketRequests: request ID -> requestVersion | at (8) | nonce | AES-256-GCM(record body),
+// the body in kms's binary encoding (kms.AppendRequestRecord); records of version 2, written
+// before, hold JSON and are still read.
 // bucketReqTime:  expiryNanos(at) | request ID -> empty, for ExpireRequests.
 
-const requestVersion = 2
+const (
+	requestVersion     = 3
+	requestVersionJSON = 2
+)
 
-var requestAAD = []byte("qkms request record v2\x00")
+var (
+	requestAAD     = []byte("qkms request record v3\x00")
+	requestAADJSON = []byte("qkms request record v2\x00")
+)
 
 func (t *tx) Request(reqID string) (*kms.RequestRecord, error) {
 	raw := t.get(bucketRequests, []byte(reqID))
@@ -27,16 +35,26 @@ func (t *tx) Request(reqID string) (*kms.RequestRecord, error) {
 		return nil, nil
 	}
 	ns := t.db.master.NonceSize()
-	if len(raw) < 1+8+ns || raw[0] != requestVersion {
+	if len(raw) < 1+8+ns || (raw[0] != requestVersion && raw[0] != requestVersionJSON) {
 		return nil, fmt.Errorf("store: request %q: record format: %w", reqID, ErrTampered)
 	}
-	plain, err := t.db.master.Open(nil, raw[9:9+ns], raw[9+ns:], append(append([]byte(nil), requestAAD...), reqID...))
+	aad := requestAAD
+	if raw[0] == requestVersionJSON {
+		aad = requestAADJSON
+	}
+	plain, err := t.db.master.Open(nil, raw[9:9+ns], raw[9+ns:], append(append([]byte(nil), aad...), reqID...))
 	if err != nil {
 		return nil, fmt.Errorf("store: request %q: %w", reqID, ErrTampered)
 	}
 	defer clear(plain)
-	rec := new(kms.RequestRecord)
-	if err := json.Unmarshal(plain, rec); err != nil {
+	var rec *kms.RequestRecord
+	if raw[0] == requestVersionJSON {
+		rec = new(kms.RequestRecord)
+		err = json.Unmarshal(plain, rec)
+	} else {
+		rec, err = kms.DecodeRequestRecord(plain)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("store: request %q: record body: %w", reqID, ErrTampered)
 	}
 	return rec, nil
@@ -46,10 +64,12 @@ func (t *tx) PutRequest(reqID string, rec *kms.RequestRecord) error {
 	if err := t.checkWritable("put request"); err != nil {
 		return err
 	}
-	plain, err := json.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("store: put request %q: %w", reqID, err)
+	// Sized so that appending never moves the keys to a new array, leaving a copy to wipe.
+	size := 32 + len(rec.Kind)
+	for _, k := range rec.Keys {
+		size += 3*binary.MaxVarintLen64 + len(k.ID) + len(k.Bytes) + len(k.Provenance)
 	}
+	plain := kms.AppendRequestRecord(make([]byte, 0, size), rec)
 	defer clear(plain)
 	ns := t.db.master.NonceSize()
 	v := make([]byte, 9+ns, 9+ns+len(plain)+t.db.master.Overhead())
