@@ -151,8 +151,9 @@ func (c *Command) kind() string {
 // c. Every command is all-or-nothing: it is checked completely against the state before the
 // first write, so a rejected command (Result.Err unwrapping to a sentinel other than
 // ErrStorage) leaves tx untouched and consumes no key (DESIGN.md invariant 4). A command whose
-// ReqID was applied before changes nothing and gets the first answer (see replay); the record
-// kept for a ReqID holds the keys it delivered, sealed by the store, until RequestTTL.
+// ReqID was applied before changes nothing but the audit trail (a fetch's repeated answer is
+// recorded) and gets the first answer (see replay); the record kept for a ReqID holds the
+// keys it delivered, sealed by the store, until RequestTTL.
 func (m *Machine) Apply(tx Tx, c *Command) *Result {
 	if c == nil {
 		return &Result{Err: reject(ErrBadRequest, "empty command")}

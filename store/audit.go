@@ -18,9 +18,9 @@ import (
 // is not sealed: it is public to the site's auditors.
 var bucketAudit = []byte("audit")
 
-// auditRecordVersion marks audit records in canonical encoding. JSON cost a site about a
-// tenth of the CPU of applying a delivery: every request appends two to four entries, each
-// with a key ID and a fingerprint per key.
+// auditRecordVersion marks audit records in canonical encoding. Every request appends two to
+// four entries, each with a key ID and a fingerprint per key; the canonical form is computed
+// for the hash anyway, where JSON was a second, reflective encoding (and base64) of each.
 const auditRecordVersion = 2
 
 var _ kms.AuditTx = (*tx)(nil)
