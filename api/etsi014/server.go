@@ -262,7 +262,7 @@ const IdempotencyKeyHeader = "Idempotency-Key"
 func idempotencyKey(r *http.Request) (string, error) {
 	id, err := pki.OptionalID(r.Header.Values(IdempotencyKeyHeader))
 	if err != nil {
-		return "", reject("%s: %v", IdempotencyKeyHeader, err)
+		return "", reject("%s shall be one value of 1 to %d bytes without '/', '\\', '..' or control characters (a UUID will do)", IdempotencyKeyHeader, pki.MaxIDLen)
 	}
 	return id, nil
 }

@@ -115,7 +115,7 @@ func idempotencyKey(ctx context.Context) (string, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	id, err := pki.OptionalID(md.Get(IdempotencyKeyMetadata))
 	if err != nil {
-		return "", invalid("%s: %v", IdempotencyKeyMetadata, err)
+		return "", invalid("metadata %s shall be one value of 1 to %d bytes without '/', '\\', '..' or control characters (a UUID will do)", IdempotencyKeyMetadata, pki.MaxIDLen)
 	}
 	return id, nil
 }
