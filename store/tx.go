@@ -51,12 +51,12 @@ func (t *tx) open(name []byte) *openBucket {
 		}
 	}
 	o := &openBucket{name: name, b: t.btx.Bucket(name)}
-	if o.b != nil && t.writable {
-		o.b.FillPercent = fillPercent(name)
-	}
+	// A missing bucket is not remembered: the transaction may create it (the audit trail's is
+	// created by its first append), and a later lookup must then find it.
 	if o.b != nil {
-		// A missing bucket is not remembered: the transaction may create it (the audit
-		// trail's is created by its first append), and a later lookup must then find it.
+		if t.writable {
+			o.b.FillPercent = fillPercent(name)
+		}
 		t.opened = append(t.opened, o)
 	}
 	return o
