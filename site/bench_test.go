@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -144,6 +145,7 @@ func benchDeliver(b *testing.B, s deliverSetup) {
 	var mu sync.Mutex
 	var encLat, decLat []time.Duration
 	b.SetParallelism(clients / runtime.GOMAXPROCS(0))
+	term0 := tp.terms()
 	b.ResetTimer()
 	start, cpu0 := time.Now(), cputime.Process()
 	b.RunParallel(func(pb *testing.PB) {
@@ -202,6 +204,22 @@ func benchDeliver(b *testing.B, s deliverSetup) {
 	}
 	reportLatency(b, "enc", encLat)
 	reportLatency(b, "dec", decLat)
+	// An election under load (a follower that missed heartbeats) stalls the site: count them.
+	b.ReportMetric(float64(tp.terms()-term0), "elections")
+}
+
+// terms is the sum over both sites of the raft term of each site's first node: it grows by
+// one for every election either site held.
+func (tp *testPair) terms() uint64 {
+	var sum uint64
+	for _, n := range tp.Sites {
+		t, err := strconv.ParseUint(n.rn.Stats()["term"], 10, 64)
+		if err != nil {
+			tp.t.Fatal(err)
+		}
+		sum += t
+	}
+	return sum
 }
 
 // setGCPercent sets the collector's target for one benchmark, like the GOGC default of

@@ -101,7 +101,23 @@ type RaftConfig struct {
 	// further behind installs the snapshot. 0 keeps the raft defaults (8192 and 10240).
 	SnapshotThreshold uint64 `yaml:"snapshot_threshold"`
 	TrailingLogs      uint64 `yaml:"trailing_logs"`
+	// HeartbeatTimeout is how long a follower goes without hearing from the leader before it
+	// stands for election (it waits between one and two of these; the leader sends a heartbeat
+	// every tenth of it). ElectionTimeout bounds one election round, and LeaderLeaseTimeout is
+	// how long a leader keeps serving without hearing from a quorum (at most HeartbeatTimeout).
+	// Default 500ms each: a new leader serves 0.5-1.5 s after the old one died. hashicorp/raft's
+	// own defaults (1s, 1s, 500ms) double that; raise them where the nodes' network is slow.
+	HeartbeatTimeout   time.Duration `yaml:"heartbeat_timeout"`
+	ElectionTimeout    time.Duration `yaml:"election_timeout"`
+	LeaderLeaseTimeout time.Duration `yaml:"leader_lease_timeout"`
 }
+
+// Default raft timings of a site (RaftConfig).
+const (
+	DefaultHeartbeatTimeout   = 500 * time.Millisecond
+	DefaultElectionTimeout    = 500 * time.Millisecond
+	DefaultLeaderLeaseTimeout = 500 * time.Millisecond
+)
 
 // PeerConfig names another site and the peer-channel addresses of its nodes (any will do).
 type PeerConfig struct {
@@ -190,6 +206,22 @@ func (c *Config) fill() error {
 	}
 	if c.Raft.Advertise == "" {
 		c.Raft.Advertise = c.Listen.Raft
+	}
+	r := &c.Raft
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&r.HeartbeatTimeout, DefaultHeartbeatTimeout}, {&r.ElectionTimeout, DefaultElectionTimeout}, {&r.LeaderLeaseTimeout, DefaultLeaderLeaseTimeout}} {
+		switch {
+		case *d.v == 0:
+			*d.v = d.def
+		case *d.v < 50*time.Millisecond:
+			return fmt.Errorf("site: config: raft timeouts must be at least 50ms (got %s)", *d.v)
+		}
+	}
+	if r.LeaderLeaseTimeout > r.HeartbeatTimeout {
+		return fmt.Errorf("site: config: raft.leader_lease_timeout %s exceeds raft.heartbeat_timeout %s: a leader must step down before its followers elect another",
+			r.LeaderLeaseTimeout, r.HeartbeatTimeout)
 	}
 	for sae, l := range c.RateLimit {
 		if err := l.validate(sae); err != nil {
