@@ -116,4 +116,7 @@ type Result struct {
 	Expired      []string      // Expire, Zeroize: key IDs expired or voided
 	Transferred  []string      // Transfer: blocks whose ownership moved
 	Zeroized     []string      // Zeroize: blocks whose material was erased
+	// Replayed says the keys repeat what an earlier application of the same request ID
+	// delivered (a retry after an unknown outcome, or an SAE's Idempotency-Key).
+	Replayed bool
 }

@@ -438,8 +438,8 @@ func TestFetchReplayRules(t *testing.T) {
 	fetch := func(master string, keyIDs ...string) *kms.Result {
 		return l.apply(l.b, &kms.Command{ReqID: "fetch/SAE-B1/idem/x", Fetch: &kms.FetchCmd{Master: master, Caller: "SAE-B1", KeyIDs: keyIDs}})
 	}
-	if r := fetch("SAE-A1", ids...); r.Err != nil {
-		t.Fatal(r.Err)
+	if r := fetch("SAE-A1", ids...); r.Err != nil || r.Replayed {
+		t.Fatalf("first fetch: %v, replayed %v", r.Err, r.Replayed)
 	}
 	head := func() uint64 {
 		seq, _, err := l.b.tx.AuditHead()
@@ -457,8 +457,8 @@ func TestFetchReplayRules(t *testing.T) {
 		t.Fatal("a refused replay changed the state")
 	}
 	r := fetch("SAE-A1", ids...)
-	if r.Err != nil || len(r.Keys) != 2 || !bytes.Equal(r.Keys[0].Bytes, issued.Keys[0].Bytes) || !bytes.Equal(r.Keys[1].Bytes, issued.Keys[1].Bytes) {
-		t.Fatalf("replay: %v", r.Err)
+	if r.Err != nil || !r.Replayed || len(r.Keys) != 2 || !bytes.Equal(r.Keys[0].Bytes, issued.Keys[0].Bytes) || !bytes.Equal(r.Keys[1].Bytes, issued.Keys[1].Bytes) {
+		t.Fatalf("replay: %v (replayed %v)", r.Err, r.Replayed)
 	}
 	var last *kms.AuditEntry
 	l.b.tx.Audit(seq+1, func(e *kms.AuditEntry) bool { last = e; return true })

@@ -237,7 +237,7 @@ func (m *Machine) replay(tx Tx, c *Command, kind string, rec *RequestRecord) *Re
 	if kind == "fetch" && !slices.EqualFunc(rec.Keys, c.Fetch.KeyIDs, func(k RecordedKey, id string) bool { return k.ID == id }) {
 		return fail(reject(ErrBadRequest, "this request ID was used for other key IDs; use a new one"))
 	}
-	res := &Result{}
+	res := &Result{Replayed: true}
 	for _, k := range rec.Keys {
 		r, err := tx.Reservation(k.ID)
 		if err != nil {

@@ -34,6 +34,7 @@ type metrics struct {
 	keysIssued  *prometheus.CounterVec
 	keysFetched *prometheus.CounterVec
 	keysExpired *prometheus.CounterVec
+	keysResent  *prometheus.CounterVec
 
 	linkBytes     *prometheus.CounterVec
 	linkBlocks    *prometheus.CounterVec
@@ -55,11 +56,14 @@ func newMetrics(n *Node) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		keysIssued: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_keys_issued_total",
-			Help: "Keys issued to master SAEs at this site (Get key, StreamKeys), per SAE pair and provenance."}, pair),
+			Help: "Keys issued to master SAEs at this site (Get key, StreamKeys), per SAE pair and provenance; repeated answers to retries are in qkms_keys_redelivered_total."}, pair),
 		keysFetched: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_keys_fetched_total",
-			Help: "Keys delivered to slave SAEs at this site (Get key with key IDs, FollowKeys), per SAE pair and provenance."}, pair),
+			Help: "Keys delivered to slave SAEs at this site (Get key with key IDs, FollowKeys), per SAE pair and provenance; repeated answers to retries are in qkms_keys_redelivered_total."}, pair),
 		keysExpired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_keys_expired_total",
 			Help: "Keys that expired before every slave fetched them (erased), per SAE pair and provenance."}, pair),
+		keysResent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_keys_redelivered_total",
+			Help: "Keys handed out again to a retry of the same request (an Idempotency-Key, or the node's own retry after an unknown outcome) instead of being issued or fetched anew, per operation (issue, fetch) and SAE pair."},
+			[]string{"operation", "master_sae", "slave_sae"}),
 		linkBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_link_key_bytes_total",
 			Help: "Usable key bytes ingested from the QKD link with a peer KME; rate()*8 is the link's key rate in bit/s."}, []string{"peer"}),
 		linkBlocks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_link_blocks_total",
@@ -77,7 +81,7 @@ func newMetrics(n *Node) *metrics {
 		streamed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_grpc_streamed_keys_total",
 			Help: "Keys sent on gRPC key streams, per operation."}, []string{"operation"}),
 	}
-	m.reg.MustRegister(m.keysIssued, m.keysFetched, m.keysExpired, m.linkBytes, m.linkBlocks, m.linkQBER,
+	m.reg.MustRegister(m.keysIssued, m.keysFetched, m.keysExpired, m.keysResent, m.linkBytes, m.linkBlocks, m.linkQBER,
 		m.linkLastBlock, m.apply, m.requests, m.streams, m.streamed, stateCollector{n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -101,6 +105,10 @@ func (n *Node) observeCommand(c *kms.Command, res *kms.Result, err error, d time
 		m.linkBlocks.WithLabelValues(p).Inc()
 		m.linkQBER.WithLabelValues(p).Set(c.Ingest.QBER)
 		m.linkLastBlock.WithLabelValues(p).Set(float64(c.Time.UnixNano()) / 1e9)
+	case res.Replayed && c.Issue != nil:
+		m.keysResent.WithLabelValues("issue", c.Issue.Master, c.Issue.Slaves[0]).Add(float64(len(res.Keys)))
+	case res.Replayed && c.Fetch != nil:
+		m.keysResent.WithLabelValues("fetch", c.Fetch.Master, c.Fetch.Caller).Add(float64(len(res.Keys)))
 	case c.Issue != nil:
 		for _, k := range res.Keys {
 			m.keysIssued.WithLabelValues(c.Issue.Master, c.Issue.Slaves[0], string(provenanceOf(k))).Inc()

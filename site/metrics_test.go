@@ -66,8 +66,13 @@ func TestMetricsAfterDelivery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tp.grpcClient(1, "SAE-B1").GetKeyWithIDs(ctx, "SAE-A1", []string{keys[0].ID, keys[1].ID}); err != nil {
-		t.Fatal(err)
+	// A retry under the same idempotency key gets the keys again: counted as redelivered, not
+	// as fetched a second time.
+	ids := []string{keys[0].ID, keys[1].ID}
+	for range 2 {
+		if _, err := tp.grpcClient(1, "SAE-B1").GetKeyWithIDsIdempotent(ctx, "SAE-A1", ids, "metrics-retry"); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	tests := []struct {
@@ -91,6 +96,13 @@ func TestMetricsAfterDelivery(t *testing.T) {
 		if got := scrape(t, tt.node, tt.metric, tt.labels...); got < tt.min {
 			t.Errorf("%s: %s%v = %g, want at least %g", tt.name, tt.metric, tt.labels, got, tt.min)
 		}
+	}
+	if got := scrape(t, b, "qkms_keys_fetched_total", pair...); got != max(0, before[1])+2 {
+		t.Errorf("fetched after a retried fetch: %g, want %g", got, max(0, before[1])+2)
+	}
+	resent := []string{`operation="fetch"`, `master_sae="SAE-A1"`, `slave_sae="SAE-B1"`}
+	if got := scrape(t, b, "qkms_keys_redelivered_total", resent...); got != 2 {
+		t.Errorf("qkms_keys_redelivered_total%v = %g, want 2", resent, got)
 	}
 	// Key IDs never become label values.
 	resp, err := http.Get("http://" + a.MetricsAddr() + "/metrics")
