@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 )
 
 // A log entry is a batch of Commands. Its first byte is the format version:
@@ -28,6 +30,12 @@ const (
 	batchV2 byte = 2
 	batchV3 byte = 3
 )
+
+// ErrNewerFormat marks a log entry this version cannot read but a later version may have
+// written: a higher batch version, an unknown command kind, or a JSON command with a field
+// this version does not know. A node must not skip such an entry (its state would part from
+// that of the nodes that applied it); it stops until it is upgraded (README, "Upgrading a site").
+var ErrNewerFormat = errors.New("written by a newer qkms version")
 
 // Command kinds of batchV3.
 const (
@@ -141,6 +149,9 @@ func DecodeBatch(data []byte) ([]*Command, error) {
 	case batchV2:
 		return decodeV2(data[1:])
 	}
+	if data[0] > batchV3 {
+		return nil, fmt.Errorf("kms: decode batch: version %d: %w", data[0], ErrNewerFormat)
+	}
 	return nil, fmt.Errorf("kms: decode batch: unknown version %d", data[0])
 }
 
@@ -187,6 +198,10 @@ func decodeCommand(kind byte, body []byte) (*Command, error) {
 		dec := json.NewDecoder(bytes.NewReader(js))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(c); err != nil {
+			// encoding/json has no error type for this case; its message is stable.
+			if strings.HasPrefix(err.Error(), "json: unknown field") {
+				return nil, fmt.Errorf("%v: %w", err, ErrNewerFormat)
+			}
 			return nil, err
 		}
 		if dec.More() {
@@ -229,7 +244,7 @@ func decodeCommand(kind byte, body []byte) (*Command, error) {
 	case kindMarkPushed:
 		c.MarkPushed = &MarkPushedCmd{KeyIDs: r.strs()}
 	default:
-		return nil, fmt.Errorf("unknown kind %d", kind)
+		return nil, fmt.Errorf("command kind %d: %w", kind, ErrNewerFormat)
 	}
 	if err := r.end(); err != nil {
 		return nil, err

@@ -2,6 +2,8 @@ package kms_test
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"reflect"
 	"testing"
@@ -62,6 +64,33 @@ func TestDecodeBatchRejects(t *testing.T) {
 	}
 	if _, err := kms.EncodeBatch([]*kms.Command{nil}); err == nil {
 		t.Error("encoded a nil command")
+	}
+}
+
+// TestDecodeBatchNewerFormat: what a later version may write (a higher batch version, a new
+// command kind, a new JSON field) is reported as ErrNewerFormat, so that a node stops at it
+// instead of skipping it; damage to what this version writes is not.
+func TestDecodeBatchNewerFormat(t *testing.T) {
+	good, _ := kms.EncodeBatch(sampleBatch()[:1])
+	blob := func(b []byte) []byte { return append(binary.AppendUvarint(nil, uint64(len(b))), b...) }
+	v3 := func(kind byte, body []byte) []byte { return append([]byte{3, 1, kind}, blob(body)...) }
+	js := []byte(`{"t":"2025-01-01T00:00:00Z","expire":{"limit":1},"split_keys":{}}`)
+	for _, tc := range []struct {
+		name  string
+		data  []byte
+		newer bool
+	}{
+		{"version 4", append([]byte{4}, good[1:]...), true},
+		{"unknown kind", v3(42, good[3:]), true},
+		{"unknown JSON field", v3(0, blob(js)), true},
+		{"version 1", append([]byte{1}, good[1:]...), false},
+		{"truncated", good[:len(good)-1], false},
+		{"bad JSON", v3(0, blob([]byte(`{"expire":`))), false},
+	} {
+		_, err := kms.DecodeBatch(tc.data)
+		if err == nil || errors.Is(err, kms.ErrNewerFormat) != tc.newer {
+			t.Errorf("%s: %v, want newer=%v", tc.name, err, tc.newer)
+		}
 	}
 }
 

@@ -234,6 +234,12 @@ func (s *forwardServer) handle(req *wireRequest) *wireResponse {
 		if n.raft.State() != hraft.Leader {
 			return &wireResponse{Err: toWireError(hraft.ErrNotLeader)}
 		}
+		// Append only what this node's own state machine can apply: a follower running a
+		// later version may forward an entry in a format this one does not know, and every
+		// node of this version would then stop at it (fsm.ApplyBatch).
+		if _, err := decodeBatch(req.Batch); err != nil {
+			return &wireResponse{Err: toWireError(fmt.Errorf("%w: forwarded batch: %v", ErrEntryDecode, err))}
+		}
 		res, err := n.applyEntry(req.Batch)
 		if err != nil {
 			return &wireResponse{Err: toWireError(err)}

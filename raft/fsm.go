@@ -36,7 +36,8 @@ type Store interface {
 
 // ErrEntryDecode marks a log entry whose bytes are not a command batch. It cannot happen for
 // entries proposed through this package; it is reported, not applied, so that every node
-// skips the entry the same way.
+// skips the entry the same way. An entry of a later version (kms.ErrNewerFormat) is not
+// skipped: the node stops before it.
 var ErrEntryDecode = errors.New("raft: log entry is not a kms command batch")
 
 // fsm is the hraft.BatchingFSM over a Store. Apply and Restore are called by raft from one
@@ -44,8 +45,9 @@ var ErrEntryDecode = errors.New("raft: log entry is not a kms command batch")
 type fsm struct {
 	applier Applier
 	store   Store
-	// onFatal is called (once, from its own goroutine) when the store fails to commit: the
-	// node's state would fall behind its log, so the node must stop serving.
+	// onFatal is called (once, from its own goroutine) when the store fails to commit or an
+	// entry is of a later version (kms.ErrNewerFormat): the node's state would fall behind its
+	// log, so the node must stop serving.
 	onFatal func(error)
 
 	mu      sync.Mutex
@@ -109,20 +111,32 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 	}
 	var work []entry
 	var last uint64
+	var tooNew error // an entry of a later version: apply what precedes it, then stop
 	for i, l := range logs {
 		if l.Index <= applied {
 			continue
 		}
-		last = l.Index
 		if l.Type != hraft.LogCommand {
+			last = l.Index
 			continue
 		}
 		cmds, err := decodeBatch(l.Data)
+		if errors.Is(err, kms.ErrNewerFormat) {
+			tooNew = fmt.Errorf("raft: log entry %d: %w; upgrade this node to the version the site's other nodes run: it stops here so that its state does not part from theirs", l.Index, err)
+			for j := i; j < len(out); j++ {
+				out[j] = tooNew
+			}
+			break
+		}
+		last = l.Index
 		if err != nil {
 			out[i] = fmt.Errorf("%w: index %d: %v", ErrEntryDecode, l.Index, err)
 			continue
 		}
 		work = append(work, entry{pos: i, cmds: cmds})
+	}
+	if tooNew != nil {
+		defer f.stop(tooNew)
 	}
 	if last == 0 {
 		return out
@@ -145,19 +159,27 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 	})
 	if err != nil {
 		err = fmt.Errorf("raft: commit entries up to index %d to the state store: %w", last, err)
-		f.mu.Lock()
-		f.fatal = err
-		f.mu.Unlock()
 		for i := range out {
 			out[i] = err
 		}
-		if f.onFatal != nil {
-			go f.onFatal(err)
-		}
+		f.stop(err)
 		return out
 	}
 	f.setApplied(last)
 	return out
+}
+
+// stop makes every later apply fail with err and has the node stop serving (onFatal, once).
+func (f *fsm) stop(err error) {
+	f.mu.Lock()
+	first := f.fatal == nil
+	if first {
+		f.fatal = err
+	}
+	f.mu.Unlock()
+	if first && f.onFatal != nil {
+		go f.onFatal(err)
+	}
 }
 
 // Snapshot implements hraft.FSM. The copy is taken in Persist, concurrently with later

@@ -354,7 +354,7 @@ func (n *Node) watchLeadership(notify chan bool) {
 // fatal stops the node when its state store failed to commit applied entries: serving on
 // would answer from a state behind the log. A restart replays from the store's index.
 func (n *Node) fatal(err error) {
-	n.log.Error("raft: state store failed; stopping this node", "id", n.cfg.ID, "err", err)
+	n.log.Error("raft: cannot apply the log; stopping this node", "id", n.cfg.ID, "err", err)
 	_ = n.Close()
 }
 
