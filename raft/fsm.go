@@ -186,6 +186,14 @@ func (f *fsm) stop(err error) {
 // applies, so it may hold entries past the index raft files it under; that is safe because
 // the copy carries its own applied index and those entries are skipped when replayed.
 func (f *fsm) Snapshot() (hraft.FSMSnapshot, error) {
+	f.mu.Lock()
+	fatal := f.fatal
+	f.mu.Unlock()
+	if fatal != nil {
+		// Raft counts the entries this FSM stopped at as applied; a snapshot filed under
+		// their index would let a restart skip them.
+		return nil, fmt.Errorf("raft: no snapshot of a state machine that stopped: %w", fatal)
+	}
 	return &fsmSnapshot{store: f.store}, nil
 }
 

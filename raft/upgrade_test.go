@@ -57,6 +57,11 @@ func TestApplyStopsAtNewerEntry(t *testing.T) {
 	if idx, _ := f.appliedIndex(); idx != 1 || s.available("KME-B") != 1 {
 		t.Fatalf("an entry after the newer one was applied: index %d", idx)
 	}
+	// Raft counts entries 2 and 3 as applied: a snapshot filed under their index would let a
+	// restart skip them.
+	if _, err := f.Snapshot(); !errors.Is(err, kms.ErrNewerFormat) {
+		t.Fatalf("snapshot after stopping: %v", err)
+	}
 }
 
 // TestLeaderRefusesUnreadableForward: a leader does not append a forwarded batch its own state
