@@ -51,6 +51,16 @@ func open(t testing.TB, cfg Config, store *memStore, app *countApplier) *testNod
 	return tn
 }
 
+// singleLeader opens a bootstrapped one-node site on a memStore and waits until it leads.
+func singleLeader(t testing.TB) *testNode {
+	t.Helper()
+	cfg := testConfig(t, newTestCA(t, "site-A CA"), "n1")
+	cfg.Bootstrap = true
+	n := open(t, cfg, newMemStore(), &countApplier{})
+	n.awaitLeadership(t)
+	return n
+}
+
 func (tn *testNode) awaitLeadership(t testing.TB) {
 	t.Helper()
 	timeout := time.NewTimer(10 * time.Second)
@@ -192,11 +202,7 @@ func TestOpenRefusesInconsistentDirectory(t *testing.T) {
 }
 
 func TestProposeErrorKinds(t *testing.T) {
-	ca := newTestCA(t, "site-A CA")
-	cfg := testConfig(t, ca, "n1")
-	cfg.Bootstrap = true
-	n := open(t, cfg, newMemStore(), &countApplier{})
-	n.awaitLeadership(t)
+	n := singleLeader(t)
 	res, err := n.Propose(ctxT(t), ingest("bad", -1))
 	if err != nil {
 		t.Fatal(err)
@@ -228,11 +234,7 @@ func TestProposeErrorKinds(t *testing.T) {
 }
 
 func TestGroupCommitBatches(t *testing.T) {
-	ca := newTestCA(t, "site-A CA")
-	cfg := testConfig(t, ca, "n1")
-	cfg.Bootstrap = true
-	n := open(t, cfg, newMemStore(), &countApplier{})
-	n.awaitLeadership(t)
+	n := singleLeader(t)
 	before, _ := strconv.ParseUint(n.Stats()["last_log_index"], 10, 64)
 	const callers, each = 64, 20
 	var wg sync.WaitGroup
@@ -266,11 +268,7 @@ func TestGroupCommitBatches(t *testing.T) {
 // ProposeAll applies its commands one right after the other even while other proposals share
 // the log entries: with every ingest adding 1, a group's running totals are consecutive.
 func TestProposeAllConsecutive(t *testing.T) {
-	ca := newTestCA(t, "site-A CA")
-	cfg := testConfig(t, ca, "n1")
-	cfg.Bootstrap = true
-	n := open(t, cfg, newMemStore(), &countApplier{})
-	n.awaitLeadership(t)
+	n := singleLeader(t)
 	const singles, groups, rounds, size = 16, 8, 10, 5
 	var wg sync.WaitGroup
 	errs := make(chan error, (singles+groups)*rounds)

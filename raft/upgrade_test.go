@@ -67,11 +67,7 @@ func TestApplyStopsAtNewerEntry(t *testing.T) {
 // TestLeaderRefusesUnreadableForward: a leader does not append a forwarded batch its own state
 // machine cannot read (a follower of a later version), so the site's nodes never stop at it.
 func TestLeaderRefusesUnreadableForward(t *testing.T) {
-	ca := newTestCA(t, "site-A CA")
-	cfg := testConfig(t, ca, "n1")
-	cfg.Bootstrap = true
-	n := open(t, cfg, newMemStore(), &countApplier{})
-	n.awaitLeadership(t)
+	n := singleLeader(t)
 	last := n.raft.LastIndex()
 	for _, batch := range [][]byte{{99, 0}, {3, 1, 42, 0}, {7}} {
 		resp := n.fwdSrv.handle(&wireRequest{Op: opPropose, Batch: batch})
