@@ -115,6 +115,9 @@ type Tx interface {
 	Block(peer, id string) (*Block, error)
 	PutBlock(b *Block) error
 	Reservation(keyID string) (*Reservation, error)
+	// HasReservation says whether a reservation (tombstones included) exists, without
+	// decoding it.
+	HasReservation(keyID string) (bool, error)
 	PutReservation(r *Reservation) error
 	DeleteReservation(keyID string) error
 	// ExpiredBefore lists up to limit key IDs of reservations (any state, tombstones included)

@@ -263,11 +263,11 @@ func (n *Node) missingReservations(keyIDs []string) ([]string, error) {
 	var missing []string
 	err := n.rn.ReadStale(func(tx kms.Tx) error {
 		for _, id := range keyIDs {
-			r, err := tx.Reservation(id)
+			ok, err := tx.HasReservation(id)
 			if err != nil {
 				return err
 			}
-			if r == nil {
+			if !ok {
 				missing = append(missing, id)
 			}
 		}

@@ -331,6 +331,10 @@ func (t *tx) Reservation(keyID string) (*kms.Reservation, error) {
 	return r, nil
 }
 
+func (t *tx) HasReservation(keyID string) (bool, error) {
+	return t.get(bucketResv, []byte(keyID)) != nil, nil
+}
+
 func (t *tx) PutReservation(r *kms.Reservation) error {
 	if err := t.checkWritable("put reservation"); err != nil {
 		return err

@@ -376,3 +376,35 @@ func TestPoolReadsAreCopies(t *testing.T) {
 		return nil
 	})
 }
+
+// HasReservation agrees with Reservation: before a put, after it (tombstones too) and after a
+// delete.
+func TestHasReservation(t *testing.T) {
+	db, _ := openTestDB(t)
+	has := func(index uint64, id string) (bool, bool) {
+		var ok, decoded bool
+		mustUpdate(t, db, index, func(tx kms.Tx) error {
+			var err error
+			if ok, err = tx.HasReservation(id); err != nil {
+				return err
+			}
+			r, err := tx.Reservation(id)
+			decoded = r != nil
+			return err
+		})
+		return ok, decoded
+	}
+	if ok, _ := has(1, "k1"); ok {
+		t.Fatal("reservation reported before it was put")
+	}
+	mustUpdate(t, db, 2, func(tx kms.Tx) error {
+		return tx.PutReservation(reservation("k1", t0.Add(time.Minute), kms.KeyFetched))
+	})
+	if ok, decoded := has(3, "k1"); !ok || !decoded {
+		t.Fatalf("after put: has %v, read %v", ok, decoded)
+	}
+	mustUpdate(t, db, 4, func(tx kms.Tx) error { return tx.DeleteReservation("k1") })
+	if ok, decoded := has(5, "k1"); ok || decoded {
+		t.Fatalf("after delete: has %v, read %v", ok, decoded)
+	}
+}
