@@ -209,14 +209,19 @@ func (c *Config) fill() error {
 	}
 	r := &c.Raft
 	for _, d := range []struct {
-		v   *time.Duration
-		def time.Duration
-	}{{&r.HeartbeatTimeout, DefaultHeartbeatTimeout}, {&r.ElectionTimeout, DefaultElectionTimeout}, {&r.LeaderLeaseTimeout, DefaultLeaderLeaseTimeout}} {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"heartbeat_timeout", &r.HeartbeatTimeout, DefaultHeartbeatTimeout},
+		{"election_timeout", &r.ElectionTimeout, DefaultElectionTimeout},
+		{"leader_lease_timeout", &r.LeaderLeaseTimeout, DefaultLeaderLeaseTimeout},
+	} {
 		switch {
 		case *d.v == 0:
 			*d.v = d.def
 		case *d.v < 50*time.Millisecond:
-			return fmt.Errorf("site: config: raft timeouts must be at least 50ms (got %s)", *d.v)
+			return fmt.Errorf("site: config: raft.%s %s: must be at least 50ms", d.name, *d.v)
 		}
 	}
 	if r.LeaderLeaseTimeout > r.HeartbeatTimeout {

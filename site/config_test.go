@@ -28,8 +28,8 @@ func TestRaftTimingConfig(t *testing.T) {
 		r    RaftConfig
 		want string
 	}{
-		{RaftConfig{HeartbeatTimeout: 10 * time.Millisecond}, "at least 50ms"},
-		{RaftConfig{ElectionTimeout: -time.Second}, "at least 50ms"},
+		{RaftConfig{HeartbeatTimeout: 10 * time.Millisecond}, "raft.heartbeat_timeout 10ms: must be at least 50ms"},
+		{RaftConfig{ElectionTimeout: -time.Second}, "raft.election_timeout -1s: must be at least 50ms"},
 		{RaftConfig{HeartbeatTimeout: time.Second, LeaderLeaseTimeout: 2 * time.Second}, "leader_lease_timeout"},
 		{RaftConfig{LeaderLeaseTimeout: time.Second}, "leader_lease_timeout"},
 	} {
