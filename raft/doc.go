@@ -8,6 +8,9 @@
 //   - fsm.go: a BatchingFSM that applies every entry of a batch in ONE store transaction that
 //     also records the applied index, so a restart never re-applies (Ongaro, "Consensus:
 //     Bridging Theory and Practice", 2014, §5.4 on persisting the state machine with its index).
+//     An entry of a later format version (kms.ErrNewerFormat) stops the node before it rather
+//     than being skipped, and a leader refuses forwarded entries it could not apply, so nodes of
+//     different versions never part (README, "Upgrading a site").
 //   - groupcommit.go: concurrent proposals are collected into one log entry (group commit).
 //   - forward.go: a follower forwards proposals, read-index requests and membership changes
 //     to the leader over the site's internal mutual-TLS listener; results travel in a wire form
