@@ -161,11 +161,7 @@ func DecodeAuditCanonical(b []byte) (*AuditEntry, error) {
 	e := &AuditEntry{}
 	e.Prev = []byte(r.str())
 	e.Seq = r.uvarint()
-	sec, nsec := r.varint(), r.uvarint()
-	if nsec >= 1e9 {
-		r.fail()
-	}
-	e.Time = time.Unix(sec, int64(nsec)).UTC()
+	e.Time = r.unixTime()
 	e.Event = AuditEvent(r.str())
 	e.Peer = r.str()
 	e.Owner = r.str()

@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"time"
@@ -123,7 +124,9 @@ func DecodeRequestRecord(body []byte) (*RequestRecord, error) {
 	if n := r.count(); n > 0 {
 		rec.Keys = make([]RecordedKey, n)
 		for i := range rec.Keys {
-			rec.Keys[i] = RecordedKey{ID: r.str(), Bytes: []byte(r.str()), Provenance: Provenance(r.str())}
+			// A copy the caller can wipe: going through a string would leave key bytes in
+			// memory nobody can clear.
+			rec.Keys[i] = RecordedKey{ID: r.str(), Bytes: bytes.Clone(r.blob()), Provenance: Provenance(r.str())}
 		}
 	}
 	if err := r.end(); err != nil {
@@ -252,18 +255,22 @@ func (r *wireReader) strs() []string {
 	return ss
 }
 
+// unixTime reads varint seconds and uvarint nanoseconds (below 1e9) of a UTC time.
+func (r *wireReader) unixTime() time.Time {
+	sec, nsec := r.varint(), r.uvarint()
+	if nsec >= 1e9 {
+		r.fail()
+		return time.Time{}
+	}
+	return time.Unix(sec, int64(nsec)).UTC()
+}
+
 func (r *wireReader) time() time.Time {
 	switch r.byte() {
 	case 0:
 		return time.Time{}
 	case 1:
-		sec := r.varint()
-		nsec := r.uvarint()
-		if nsec >= 1e9 {
-			r.fail()
-			return time.Time{}
-		}
-		return time.Unix(sec, int64(nsec)).UTC()
+		return r.unixTime()
 	default:
 		r.fail()
 		return time.Time{}

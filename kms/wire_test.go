@@ -170,6 +170,12 @@ func TestRequestRecordCodec(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, rec) {
 			t.Fatalf("%s: %+v, %v", rec.Kind, got, err)
 		}
+		// The store wipes the decrypted body once decoded: the keys must not share it.
+		clear(enc)
+		if !reflect.DeepEqual(got, rec) {
+			t.Fatalf("%s: wiping the body changed the decoded keys", rec.Kind)
+		}
+		enc = kms.AppendRequestRecord(nil, rec)
 		refusesDamage(t, rec.Kind, enc, func(b []byte) error { _, err := kms.DecodeRequestRecord(b); return err })
 	}
 }
