@@ -31,10 +31,10 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	keysIssued  *prometheus.CounterVec
-	keysFetched *prometheus.CounterVec
-	keysExpired *prometheus.CounterVec
-	keysResent  *prometheus.CounterVec
+	keysIssued      *prometheus.CounterVec
+	keysFetched     *prometheus.CounterVec
+	keysExpired     *prometheus.CounterVec
+	keysRedelivered *prometheus.CounterVec
 
 	linkBytes     *prometheus.CounterVec
 	linkBlocks    *prometheus.CounterVec
@@ -61,7 +61,7 @@ func newMetrics(n *Node) *metrics {
 			Help: "Keys delivered to slave SAEs at this site (Get key with key IDs, FollowKeys), per SAE pair and provenance; repeated answers to retries are in qkms_keys_redelivered_total."}, pair),
 		keysExpired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_keys_expired_total",
 			Help: "Keys that expired before every slave fetched them (erased), per SAE pair and provenance."}, pair),
-		keysResent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_keys_redelivered_total",
+		keysRedelivered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_keys_redelivered_total",
 			Help: "Keys handed out again to a retry of the same request (an Idempotency-Key, or the node's own retry after an unknown outcome) instead of being issued or fetched anew, per operation (issue, fetch) and SAE pair."},
 			[]string{"operation", "master_sae", "slave_sae"}),
 		linkBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_link_key_bytes_total",
@@ -81,7 +81,7 @@ func newMetrics(n *Node) *metrics {
 		streamed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_grpc_streamed_keys_total",
 			Help: "Keys sent on gRPC key streams, per operation."}, []string{"operation"}),
 	}
-	m.reg.MustRegister(m.keysIssued, m.keysFetched, m.keysExpired, m.keysResent, m.linkBytes, m.linkBlocks, m.linkQBER,
+	m.reg.MustRegister(m.keysIssued, m.keysFetched, m.keysExpired, m.keysRedelivered, m.linkBytes, m.linkBlocks, m.linkQBER,
 		m.linkLastBlock, m.apply, m.requests, m.streams, m.streamed, stateCollector{n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -106,9 +106,9 @@ func (n *Node) observeCommand(c *kms.Command, res *kms.Result, err error, d time
 		m.linkQBER.WithLabelValues(p).Set(c.Ingest.QBER)
 		m.linkLastBlock.WithLabelValues(p).Set(float64(c.Time.UnixNano()) / 1e9)
 	case res.Replayed && c.Issue != nil:
-		m.keysResent.WithLabelValues("issue", c.Issue.Master, c.Issue.Slaves[0]).Add(float64(len(res.Keys)))
+		m.keysRedelivered.WithLabelValues("issue", c.Issue.Master, c.Issue.Slaves[0]).Add(float64(len(res.Keys)))
 	case res.Replayed && c.Fetch != nil:
-		m.keysResent.WithLabelValues("fetch", c.Fetch.Master, c.Fetch.Caller).Add(float64(len(res.Keys)))
+		m.keysRedelivered.WithLabelValues("fetch", c.Fetch.Master, c.Fetch.Caller).Add(float64(len(res.Keys)))
 	case c.Issue != nil:
 		for _, k := range res.Keys {
 			m.keysIssued.WithLabelValues(c.Issue.Master, c.Issue.Slaves[0], string(provenanceOf(k))).Inc()

@@ -137,9 +137,8 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		Bind: cfg.Listen.Raft, Advertise: cfg.Raft.Advertise,
 		TLS: raftTLS, Bootstrap: cfg.Raft.Bootstrap, NoFsync: cfg.Durability == "os",
 		SnapshotThreshold: cfg.Raft.SnapshotThreshold, TrailingLogs: cfg.Raft.TrailingLogs,
-		HeartbeatTimeout: cfg.Raft.HeartbeatTimeout, ElectionTimeout: cfg.Raft.ElectionTimeout,
-		LeaderLeaseTimeout: cfg.Raft.LeaderLeaseTimeout,
-		Applier:            machine, Store: db, Logger: logger,
+		HeartbeatTimeout: cfg.Raft.HeartbeatTimeout, ElectionTimeout: cfg.Raft.ElectionTimeout, LeaderLeaseTimeout: cfg.Raft.LeaderLeaseTimeout,
+		Applier: machine, Store: db, Logger: logger,
 	})
 	if err != nil {
 		cancel()
