@@ -239,7 +239,7 @@ func (n *Node) proposeBatch(cmds []*kms.Command) ([]*kms.Result, error) {
 // appended, ErrUnknownOutcome when it may have been.
 func (n *Node) applyEntry(data []byte) ([]*kms.Result, error) {
 	f := n.raft.Apply(data, n.cfg.ForwardTimeout)
-	if err := f.Error(); err != nil {
+	if err := n.await(f); err != nil {
 		switch {
 		case errors.Is(err, hraft.ErrNotLeader), errors.Is(err, hraft.ErrEnqueueTimeout):
 			return nil, fmt.Errorf("raft: apply: %w", hraft.ErrNotLeader)

@@ -389,6 +389,29 @@ func (n *Node) Close() error {
 	return n.closeErr
 }
 
+// await waits for f like f.Error(), but no longer than raft runs. raft buffers Apply and
+// Barrier requests (BatchApplyCh) and VerifyLeader requests, and one still in its buffer when
+// raft shuts down is never answered: f.Error() would block forever, and a commit waiting so held
+// Close (seen once in the site tests). Once raft is down a wait may end with ErrRaftShutdown
+// even if an answer was on its way: an unknown outcome, which every caller already handles.
+// The goroutine left waiting on a future never answered stays blocked; there is one per
+// request cut off by the shutdown.
+func (n *Node) await(f hraft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-n.raftDown:
+		select {
+		case err := <-done:
+			return err
+		default:
+			return hraft.ErrRaftShutdown
+		}
+	}
+}
+
 func (n *Node) voters() int {
 	f := n.raft.GetConfiguration()
 	if f.Error() != nil {

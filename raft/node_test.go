@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	hraft "github.com/hashicorp/raft"
+
 	"github.com/qkms/qkms/kms"
 )
 
@@ -350,5 +352,36 @@ func BenchmarkProposeSingleNode(b *testing.B) {
 			last, _ := strconv.ParseUint(n.Stats()["last_log_index"], 10, 64)
 			b.ReportMetric(float64(b.N)/float64(last), "cmds/entry")
 		})
+	}
+}
+
+// stuckFuture is a raft future that is never answered, as one left in raft's apply buffer
+// when it shuts down.
+type stuckFuture struct{ never chan struct{} }
+
+func (f stuckFuture) Error() error { <-f.never; return nil }
+
+type doneFuture struct{ err error }
+
+func (f doneFuture) Error() error { return f.err }
+
+// TestAwaitEndsWithRaft: an answered raft future gives its own error, and waiting on one raft
+// never answers ends when raft has shut down.
+func TestAwaitEndsWithRaft(t *testing.T) {
+	n := &Node{raftDown: make(chan struct{})}
+	want := errors.New("leadership lost")
+	if err := n.await(doneFuture{want}); err != want {
+		t.Fatalf("answered future: %v", err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- n.await(stuckFuture{make(chan struct{})}) }()
+	close(n.raftDown)
+	select {
+	case err := <-got:
+		if !errors.Is(err, hraft.ErrRaftShutdown) {
+			t.Fatalf("unanswered future after shutdown: %v, want ErrRaftShutdown", err)
+		}
+	case <-time.After(10 * time.Second): // a hang, not a slow answer
+		t.Fatal("await did not end when raft shut down")
 	}
 }

@@ -53,7 +53,7 @@ func (n *Node) readOnce(ctx context.Context, fn func(kms.Tx) error) error {
 		if err := n.cfg.Store.View(fn); err != nil {
 			return err
 		}
-		if err := n.raft.VerifyLeader().Error(); err != nil {
+		if err := n.await(n.raft.VerifyLeader()); err != nil {
 			return fmt.Errorf("raft: read: verify leadership: %w (%v)", hraft.ErrNotLeader, err)
 		}
 		return nil
@@ -78,7 +78,7 @@ func (n *Node) ensureBarrier() error {
 	if done {
 		return nil
 	}
-	if err := n.raft.Barrier(n.cfg.ForwardTimeout).Error(); err != nil {
+	if err := n.await(n.raft.Barrier(n.cfg.ForwardTimeout)); err != nil {
 		return fmt.Errorf("raft: barrier after gaining leadership: %w (%v)", hraft.ErrNotLeader, err)
 	}
 	n.barrierMu.Lock()
@@ -99,7 +99,7 @@ func (n *Node) leaderReadIndex() (uint64, error) {
 		return 0, err
 	}
 	idx, _ := n.fsm.appliedIndex()
-	if err := n.raft.VerifyLeader().Error(); err != nil {
+	if err := n.await(n.raft.VerifyLeader()); err != nil {
 		return 0, fmt.Errorf("raft: read index: %w (%v)", hraft.ErrNotLeader, err)
 	}
 	return idx, nil
