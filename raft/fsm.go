@@ -49,6 +49,8 @@ type fsm struct {
 	// entry is of a later version (kms.ErrNewerFormat): the node's state would fall behind its
 	// log, so the node must stop serving.
 	onFatal func(error)
+	// onApplied, when set, is told the commands of each committed Update (Config.OnApplied).
+	onApplied func(cmds []*kms.Command)
 
 	mu      sync.Mutex
 	applied uint64        // highest index whose effects are in the store
@@ -166,6 +168,13 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 		return out
 	}
 	f.setApplied(last)
+	if f.onApplied != nil {
+		var cmds []*kms.Command
+		for _, e := range work {
+			cmds = append(cmds, e.cmds...)
+		}
+		f.onApplied(cmds)
+	}
 	return out
 }
 

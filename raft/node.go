@@ -15,6 +15,8 @@ import (
 	hraft "github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/qkms/qkms/kms"
 )
 
 // Sentinel errors callers branch on (the API layer answers 503 for the first three).
@@ -59,6 +61,11 @@ type Config struct {
 	// loses (false) leadership; the node wiring starts and stops leader-only loops from it.
 	// It must not block for long. Close ends with a call with false if the node was leader.
 	OnLeaderChange func(isLeader bool)
+	// OnApplied, when set, is called after each commit of the state store with the commands it
+	// applied, in log order, on the goroutine that applies entries: a request waiting for a
+	// replicated effect (a pushed reservation) can be woken when it lands instead of re-reading
+	// the store after every entry. It must not block, and must not keep the commands.
+	OnApplied func(cmds []*kms.Command)
 
 	// MaxBatch bounds the commands grouped into one log entry (default 512).
 	MaxBatch int
@@ -234,6 +241,7 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return fail(err)
 	}
+	n.fsm.onApplied = cfg.OnApplied
 	hasState, err := hraft.HasExistingState(n.logs, n.logs, n.snaps)
 	if err != nil {
 		return fail(fmt.Errorf("raft: inspect raft state in %s: %w", cfg.Dir, err))

@@ -385,3 +385,42 @@ func TestAwaitEndsWithRaft(t *testing.T) {
 		t.Fatal("await did not end when raft shut down")
 	}
 }
+
+// OnApplied hears every applied command once, in log order, after the store committed it:
+// what it is told about is already visible to readers.
+func TestOnAppliedAfterCommit(t *testing.T) {
+	cfg := testConfig(t, newTestCA(t, "site-A CA"), "n1")
+	cfg.Bootstrap = true
+	store := newMemStore()
+	var mu sync.Mutex
+	var heard []string
+	var early []string // commands heard before their effect was readable
+	cfg.OnApplied = func(cmds []*kms.Command) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range cmds {
+			heard = append(heard, c.ReqID)
+			_ = store.View(func(tx kms.Tx) error {
+				if rec, _ := tx.Request(c.ReqID); rec == nil {
+					early = append(early, c.ReqID)
+				}
+				return nil
+			})
+		}
+	}
+	n := open(t, cfg, store, &countApplier{})
+	n.awaitLeadership(t)
+	var want []string
+	for i := range 5 {
+		id := fmt.Sprintf("o-%d", i)
+		want = append(want, id)
+		if _, err := n.Propose(ctxT(t), ingest(id, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(heard) != fmt.Sprint(want) || len(early) > 0 {
+		t.Fatalf("heard %v (before commit: %v), want %v", heard, early, want)
+	}
+}

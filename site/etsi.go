@@ -180,7 +180,7 @@ func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms
 	settled := false // a push carried the Fetch, which did not deliver
 wait:
 	for {
-		changed := n.rn.AppliedChanged() // before the read, so no apply is missed
+		// w is registered before this read: a reservation applied after it signals w.wake.
 		// The IDs of one enc_keys travel in one push: wait on the first, then check the rest.
 		var first []string
 		if first, err = n.missingReservations(missing[:1]); err != nil {
@@ -198,7 +198,7 @@ wait:
 			}
 			settled = true
 			break wait
-		case <-changed:
+		case <-w.wake:
 		case <-grace.C:
 			break wait
 		case <-ctx.Done():

@@ -34,6 +34,9 @@ type fetchWaiter struct {
 	missing []string     // the key IDs not stored here when it began to wait
 	state   atomic.Int32
 	done    chan handedOff // buffered 1: the claiming push sends once
+	// wake (buffered 1) is signalled when an applied PeerReserve stored one of the missing
+	// reservations, wherever it was pushed or pulled (handoffs.applied).
+	wake chan struct{}
 }
 
 // handedOff is what became of a claimed waiter's Fetch: its Result, or the error of the
@@ -76,7 +79,7 @@ type handoffs struct {
 
 // add registers a dec_keys waiting for missing; remove it when the wait ends.
 func (h *handoffs) add(fetch *kms.Command, missing []string) *fetchWaiter {
-	w := &fetchWaiter{fetch: fetch, missing: missing, done: make(chan handedOff, 1)}
+	w := &fetchWaiter{fetch: fetch, missing: missing, done: make(chan handedOff, 1), wake: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.byID == nil {
@@ -136,6 +139,31 @@ func (h *handoffs) claim(rs []kms.Reservation) []*fetchWaiter {
 		h.removeLocked(w)
 	}
 	return out
+}
+
+// applied wakes the waiters for reservations that applied commands stored
+// (raft.Config.OnApplied). It runs after the state store committed them, so a woken waiter
+// that reads the store finds them. A PeerReserve that refused some reservation wakes its
+// waiters too; they read the store and find what is really there.
+func (h *handoffs) applied(cmds []*kms.Command) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.byID) == 0 {
+		return
+	}
+	for _, c := range cmds {
+		if c.PeerReserve == nil {
+			continue
+		}
+		for i := range c.PeerReserve.Reservations {
+			for _, w := range h.byID[c.PeerReserve.Reservations[i].KeyID] {
+				select {
+				case w.wake <- struct{}{}:
+				default: // already signalled
+				}
+			}
+		}
+	}
 }
 
 // settle hands claimed waiters the Results of their Fetches (res[i] for ws[i]), or err.

@@ -144,3 +144,36 @@ func TestHandoffOnPush(t *testing.T) {
 		}
 	}
 }
+
+// An applied PeerReserve wakes the dec_keys waiting for any reservation it stored, and
+// nothing else wakes them.
+func TestHandoffWake(t *testing.T) {
+	var h handoffs
+	w1 := h.add(&kms.Command{Fetch: &kms.FetchCmd{}}, []string{"a", "b"})
+	w2 := h.add(&kms.Command{Fetch: &kms.FetchCmd{}}, []string{"c"})
+	woken := func(w *fetchWaiter) bool {
+		select {
+		case <-w.wake:
+			return true
+		default:
+			return false
+		}
+	}
+	h.applied([]*kms.Command{
+		{Fetch: &kms.FetchCmd{KeyIDs: []string{"a", "c"}}},
+		{PeerReserve: &kms.PeerReserveCmd{Reservations: resvs("x")}},
+	})
+	if woken(w1) || woken(w2) {
+		t.Fatal("woken by commands that stored none of their reservations")
+	}
+	h.applied([]*kms.Command{{PeerReserve: &kms.PeerReserveCmd{Reservations: resvs("x", "b")}}})
+	h.applied([]*kms.Command{{PeerReserve: &kms.PeerReserveCmd{Reservations: resvs("a")}}})
+	if !woken(w1) || woken(w1) || woken(w2) {
+		t.Fatal("want one pending wake for w1 and none for w2")
+	}
+	h.remove(w2)
+	h.applied([]*kms.Command{{PeerReserve: &kms.PeerReserveCmd{Reservations: resvs("c")}}})
+	if woken(w2) {
+		t.Fatal("a removed waiter was woken")
+	}
+}

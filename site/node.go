@@ -138,7 +138,7 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		TLS: raftTLS, Bootstrap: cfg.Raft.Bootstrap, NoFsync: cfg.Durability == "os",
 		SnapshotThreshold: cfg.Raft.SnapshotThreshold, TrailingLogs: cfg.Raft.TrailingLogs,
 		HeartbeatTimeout: cfg.Raft.HeartbeatTimeout, ElectionTimeout: cfg.Raft.ElectionTimeout, LeaderLeaseTimeout: cfg.Raft.LeaderLeaseTimeout,
-		Applier: machine, Store: db, Logger: logger,
+		Applier: machine, Store: db, Logger: logger, OnApplied: n.handoff.applied,
 	})
 	if err != nil {
 		cancel()
