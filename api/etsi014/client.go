@@ -119,9 +119,18 @@ func (c *Client) GetKeyWithIDsIdempotent(ctx context.Context, master string, ids
 }
 
 // decodeKeys turns a Key container into DeliveredKeys and wipes the response body, which
-// holds the keys in base64.
+// holds the keys in base64. The layout KMEs write is read by scanKeyContainer; anything else
+// by encoding/json.
 func decodeKeys(body []byte) ([]DeliveredKey, error) {
 	defer clear(body)
+	if keys, ok := scanKeyContainer(body); ok {
+		return keys, nil
+	}
+	return decodeKeysJSON(body)
+}
+
+// decodeKeysJSON is decodeKeys with encoding/json, for any Key container.
+func decodeKeysJSON(body []byte) ([]DeliveredKey, error) {
 	var kc KeyContainer
 	if err := json.Unmarshal(body, &kc); err != nil {
 		return nil, fmt.Errorf("etsi014: decode key container: %w", err)

@@ -1,0 +1,188 @@
+package etsi014
+
+import "encoding/base64"
+
+// scanKeyContainer decodes a Key container (clause 6.3) in the layout KMEs write, without
+// encoding/json: the key bytes are decoded from the body straight into their own slices, and
+// no reflection or intermediate values are involved (json.Unmarshal was most of the client's
+// cost per key). It handles an object holding only "keys", whose entries hold "key_ID", "key"
+// and optionally "key_extension" with string values, with strings free of escapes and of
+// bytes outside printable ASCII. For anything else it returns ok false and the caller decodes
+// the body with encoding/json, which then also reports any syntax error: the results of the
+// two always agree (FuzzKeyContainer).
+func scanKeyContainer(b []byte) ([]DeliveredKey, bool) {
+	keys, ok := scanKeys(b)
+	if !ok {
+		for i := range keys {
+			clear(keys[i].Bytes)
+		}
+		return nil, false
+	}
+	return keys, true
+}
+
+// scanKeys is scanKeyContainer, returning the keys read so far when it fails.
+func scanKeys(b []byte) (keys []DeliveredKey, ok bool) {
+	s := scanner{b: b}
+	if !s.byte('{') || !s.name("keys") || !s.byte('[') {
+		return nil, false
+	}
+	keys = []DeliveredKey{}
+	if !s.byte(']') {
+		for {
+			k, ok := s.key()
+			if !ok {
+				return keys, false
+			}
+			keys = append(keys, k)
+			if s.byte(']') {
+				break
+			}
+			if !s.byte(',') {
+				return nil, false
+			}
+		}
+	}
+	if !s.byte('}') {
+		return keys, false
+	}
+	s.space()
+	return keys, s.i == len(s.b)
+}
+
+// scanner reads b from i on.
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (s *scanner) space() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// byte consumes c, after any white space, and reports whether it was there.
+func (s *scanner) byte(c byte) bool {
+	s.space()
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// str reads a string without escapes, of printable ASCII only, and returns its contents
+// (aliasing b).
+func (s *scanner) str() ([]byte, bool) {
+	if !s.byte('"') {
+		return nil, false
+	}
+	start := s.i
+	for ; s.i < len(s.b); s.i++ {
+		switch c := s.b[s.i]; {
+		case c == '"':
+			s.i++
+			return s.b[start : s.i-1], true
+		case c < 0x20 || c >= 0x7f || c == '\\':
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// name reads a member name and the colon after it; the name must be want.
+func (s *scanner) name(want string) bool {
+	n, ok := s.str()
+	return ok && string(n) == want && s.byte(':')
+}
+
+// key reads one entry of "keys". Key bytes it decoded are wiped when it fails.
+func (s *scanner) key() (k DeliveredKey, ok bool) {
+	defer func() {
+		if !ok {
+			clear(k.Bytes)
+		}
+	}()
+	if !s.byte('{') {
+		return k, false
+	}
+	var seenID, seenKey, seenExt bool
+	for {
+		n, ok := s.str()
+		if !ok || !s.byte(':') {
+			return k, false
+		}
+		switch string(n) {
+		case "key_ID":
+			v, ok := s.str()
+			if !ok || seenID {
+				return k, false
+			}
+			k.ID, seenID = string(v), true
+		case "key":
+			v, ok := s.str()
+			if !ok || seenKey {
+				return k, false
+			}
+			k.Bytes = make([]byte, base64.StdEncoding.DecodedLen(len(v)))
+			m, err := base64.StdEncoding.Decode(k.Bytes, v)
+			if err != nil {
+				return k, false
+			}
+			k.Bytes, seenKey = k.Bytes[:m], true
+		case "key_extension":
+			if seenExt {
+				return k, false
+			}
+			if k.Extension, ok = s.stringMap(); !ok {
+				return k, false
+			}
+			seenExt = true
+		default:
+			return k, false
+		}
+		if s.byte('}') {
+			return k, seenID && seenKey
+		}
+		if !s.byte(',') {
+			return k, false
+		}
+	}
+}
+
+// stringMap reads an object whose values are all strings.
+func (s *scanner) stringMap() (map[string]any, bool) {
+	if !s.byte('{') {
+		return nil, false
+	}
+	m := map[string]any{}
+	if s.byte('}') {
+		return m, true
+	}
+	for {
+		n, ok := s.str()
+		if !ok || !s.byte(':') {
+			return nil, false
+		}
+		v, ok := s.str()
+		if !ok {
+			return nil, false
+		}
+		if _, dup := m[string(n)]; dup {
+			return nil, false
+		}
+		m[string(n)] = string(v)
+		if s.byte('}') {
+			return m, true
+		}
+		if !s.byte(',') {
+			return nil, false
+		}
+	}
+}
