@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math"
 	"time"
 )
 
@@ -22,6 +23,11 @@ import (
 //	str KeyID, Peer, Owner, Master | list Slaves | list Fetched | int Bits |
 //	uvarint len(Ranges) {str Block, int Off, int Len} | str Provenance |
 //	time Issued | time Expires | byte State | byte Pushed (0 or 1) | str Epoch
+
+// A Block body is
+//
+//	str Peer, ID | uvarint Seq | int Bytes | str Owner | byte State | str Tag | int Next |
+//	int Released | 8 bytes QBER (IEEE 754 bits, big-endian) | time Ingested
 
 // A RequestRecord body is
 //
@@ -86,6 +92,38 @@ func AppendReservation(b []byte, r *Reservation) []byte {
 	b = append(b, byte(r.State))
 	b = appendBool(b, r.Pushed)
 	return appendStr(b, r.Epoch)
+}
+
+// AppendBlock appends the binary body of blk to b.
+func AppendBlock(b []byte, blk *Block) []byte {
+	b = appendStr(b, blk.Peer)
+	b = appendStr(b, blk.ID)
+	b = binary.AppendUvarint(b, blk.Seq)
+	b = binary.AppendVarint(b, int64(blk.Bytes))
+	b = appendStr(b, blk.Owner)
+	b = append(b, byte(blk.State))
+	b = appendBlob(b, blk.Tag)
+	b = binary.AppendVarint(b, int64(blk.Next))
+	b = binary.AppendVarint(b, int64(blk.Released))
+	b = binary.BigEndian.AppendUint64(b, math.Float64bits(blk.QBER))
+	return appendTime(b, blk.Ingested)
+}
+
+// DecodeBlock decodes a whole binary body written by AppendBlock. blk shares no memory with
+// body (an empty Tag is nil).
+func DecodeBlock(body []byte, blk *Block) error {
+	r := wireReader{b: body}
+	blk.Peer, blk.ID, blk.Seq, blk.Bytes, blk.Owner = r.str(), r.str(), r.uvarint(), r.int(), r.str()
+	blk.State = BlockState(r.byte())
+	if tag := r.blob(); len(tag) > 0 {
+		blk.Tag = bytes.Clone(tag)
+	} else {
+		blk.Tag = nil
+	}
+	blk.Next, blk.Released = r.int(), r.int()
+	blk.QBER = math.Float64frombits(r.uint64())
+	blk.Ingested = r.time()
+	return r.end()
 }
 
 // ReservationSize is about the length of r's binary body, to size buffers.
@@ -186,6 +224,17 @@ func (r *wireReader) int() int {
 		return 0
 	}
 	return int(v)
+}
+
+// uint64 reads 8 bytes, big-endian.
+func (r *wireReader) uint64() uint64 {
+	if len(r.b) < 8 {
+		r.fail()
+		return 0
+	}
+	v := binary.BigEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
 }
 
 func (r *wireReader) byte() byte {

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"fmt"
+
 	"github.com/qkms/qkms/kms"
 )
 
@@ -15,4 +17,27 @@ func encodeReservation(fixed []byte, r *kms.Reservation) []byte {
 	b = append(b, reservationVersion)
 	b = append(b, fixed...)
 	return kms.AppendReservation(b, r)
+}
+
+// Blocks are read and written by every command that issues, fetches or expires keys, so they
+// too have a binary body (kms.AppendBlock) instead of JSON: version | seq(8) | body. Records of
+// recordVersion, written before, hold JSON after the seq and are still read.
+const blockVersion = 4
+
+func encodeBlock(seq []byte, blk *kms.Block) []byte {
+	b := make([]byte, 0, 64+len(seq)+len(blk.Peer)+len(blk.ID)+len(blk.Owner)+len(blk.Tag))
+	b = append(b, blockVersion)
+	b = append(b, seq...)
+	return kms.AppendBlock(b, blk)
+}
+
+// decodeBlockRecord reads a block record of either version.
+func decodeBlockRecord(raw []byte, blk *kms.Block) error {
+	if len(raw) >= 9 && raw[0] == blockVersion {
+		if err := kms.DecodeBlock(raw[9:], blk); err != nil {
+			return fmt.Errorf("record body: %w: %w", err, ErrTampered)
+		}
+		return nil
+	}
+	return decodeRecord(raw, 8, blk)
 }

@@ -218,7 +218,7 @@ func (c *poolCache) put(peer string, raw []byte, p *kms.Pool) {
 
 // --- blocks ---
 //
-// bucketBlocks: blockKey(peer, id) -> version | seq(8) | JSON.
+// bucketBlocks: blockKey(peer, id) -> version | seq(8) | body (codec.go).
 // bucketBlockSeq: lp(peer) | seq(8) | id -> empty, so Blocks walks a pool in Seq order.
 
 func (t *tx) Block(peer, id string) (*kms.Block, error) {
@@ -228,7 +228,7 @@ func (t *tx) Block(peer, id string) (*kms.Block, error) {
 		return nil, nil
 	}
 	b := new(kms.Block)
-	if err := decodeRecord(raw, 8, b); err != nil {
+	if err := decodeBlockRecord(raw, b); err != nil {
 		return nil, fmt.Errorf("store: block %q of peer %q: %w", id, peer, err)
 	}
 	return b, nil
@@ -240,19 +240,21 @@ func (t *tx) PutBlock(b *kms.Block) error {
 	}
 	var seq [8]byte
 	binary.BigEndian.PutUint64(seq[:], b.Seq)
-	v, err := encodeRecord(seq[:], b)
-	if err != nil {
-		return fmt.Errorf("store: put block %q: %w", b.ID, err)
-	}
+	v := encodeBlock(seq[:], b)
 	blocks, index := t.bucket(bucketBlocks), t.bucket(bucketBlockSeq)
 	t.scratch = blockKey(t.scratch[:0], b.Peer, b.ID)
-	if old := t.get(bucketBlocks, t.scratch); len(old) >= 9 && !bytes.Equal(old[1:9], seq[:]) {
+	old := t.get(bucketBlocks, t.scratch)
+	indexed := len(old) >= 9 && bytes.Equal(old[1:9], seq[:]) // its index entry is already there
+	if len(old) >= 9 && !indexed {
 		if err := index.Delete(blockSeqKey(nil, b.Peer, binary.BigEndian.Uint64(old[1:9]), b.ID)); err != nil {
 			return fmt.Errorf("store: put block %q: %w", b.ID, err)
 		}
 	}
 	if err := blocks.Put(t.scratch, v); err != nil {
 		return fmt.Errorf("store: put block %q: %w", b.ID, err)
+	}
+	if indexed {
+		return nil
 	}
 	if err := index.Put(blockSeqKey(t.scratch[:0], b.Peer, b.Seq, b.ID), []byte{}); err != nil {
 		return fmt.Errorf("store: put block %q: %w", b.ID, err)
