@@ -47,11 +47,20 @@ type extensionSet map[string]bool
 // default request. Unknown members are ignored. unhandled lists extension_optional names
 // the Service does not handle (ignored, reported in details).
 func decodeKeyRequest(body []byte, slave string, mandatory, optional extensionSet) (req KeyRequest, unhandled []string, err error) {
-	var w keyRequestWire
-	if err := unmarshalObject(body, &w); err != nil {
-		return KeyRequest{}, nil, err
+	w, ok := scanKeyRequest(body)
+	if !ok {
+		if w, err = decodeKeyRequestJSON(body); err != nil {
+			return KeyRequest{}, nil, err
+		}
 	}
 	return checkKeyRequest(w, slave, mandatory, optional)
+}
+
+// decodeKeyRequestJSON reads any Key request body with encoding/json.
+func decodeKeyRequestJSON(body []byte) (keyRequestWire, error) {
+	var w keyRequestWire
+	err := unmarshalObject(body, &w)
+	return w, err
 }
 
 // decodeKeyRequestQuery reads the GET form of Get key (clause 5.3): only number and size,
@@ -153,6 +162,21 @@ type keyIDsWire struct {
 
 // decodeKeyIDs parses a Key IDs body (clause 6.4) into the list of IDs.
 func decodeKeyIDs(body []byte) ([]string, error) {
+	ids, ok := scanKeyIDs(body)
+	if !ok {
+		var err error
+		if ids, err = decodeKeyIDsJSON(body); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkKeyIDs(ids); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// decodeKeyIDsJSON reads any Key IDs body with encoding/json; the IDs are not checked.
+func decodeKeyIDsJSON(body []byte) ([]string, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, reject("request body shall be a Key IDs object")
 	}
@@ -169,9 +193,6 @@ func decodeKeyIDs(body []byte) ([]string, error) {
 			return nil, reject("key_IDs[%d]: key_ID missing", i)
 		}
 		ids = append(ids, *e.KeyID)
-	}
-	if err := checkKeyIDs(ids); err != nil {
-		return nil, err
 	}
 	return ids, nil
 }

@@ -3,6 +3,8 @@ package etsi014
 import (
 	"encoding/json"
 	"net/http"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,12 +38,19 @@ func FuzzKeyRequest(f *testing.F) {
 		`{"additional_slave_SAE_IDs":["SAE-B2","SAE-B2"]}`, `{"extension_mandatory":[{"a":1}]}`,
 		`{"extension_optional":[{"a":1},null]}`, `{"extension_mandatory":[null]}`, `[1]`, `null`,
 		`{"number":"1"}`, `{"size":9223372036854775807}`, "{\"number\":1}\x00", `{"NUMBER":3}`,
+		` { "number" : 8 , "size" : 256 } `, `{"number":08}`, `{"number":1,"number":2}`, `{"size":1.0}`, `{"number":123456789012345678}`,
 	} {
 		f.Add(s)
 	}
 	svc := newFakeService(1 << 30)
 	h := NewHandler(svc, Options{Logger: quietLog, OptionalExtensions: []string{"o"}, MandatoryExtensions: []string{"m"}})
 	f.Fuzz(func(t *testing.T, body string) {
+		if w, ok := scanKeyRequest([]byte(body)); ok {
+			want, err := decodeKeyRequestJSON([]byte(body))
+			if err != nil || !reflect.DeepEqual(w, want) {
+				t.Fatalf("scanned %q as %+v, encoding/json as %+v, %v", body, w, want, err)
+			}
+		}
 		req, _, err := decodeKeyRequest([]byte(body), "SAE-B1", extensionSet{"m": true}, extensionSet{"o": true})
 		if err == nil {
 			if req.Number < 1 || req.Size < 0 || req.Size%8 != 0 {
@@ -63,12 +72,19 @@ func FuzzKeyIDs(f *testing.F) {
 		`{"key_IDs":[{"key_ID":"a"}]}`, `{"key_IDs":[{"key_ID":"a"},{"key_ID":"a"}]}`,
 		`{"key_IDs":[]}`, `{"key_IDs":null}`, `{"key_IDs":[null]}`, `{"key_IDs":[{"key_ID":null}]}`,
 		`{"key_IDs":[{"key_ID":"a","master_SAE_ID":"SAE-A1"}],"x":[]}`, ``, `{`, `"a"`,
+		` { "key_IDs" : [ { "key_ID" : "a" } , { "key_ID" : "b" } ] } `, `{"key_IDs":[{"key_ID":"a","key_ID":"b"}]}`,
 	} {
 		f.Add(s)
 	}
 	svc := newFakeService(0)
 	h := NewHandler(svc, Options{Logger: quietLog})
 	f.Fuzz(func(t *testing.T, body string) {
+		if ids, ok := scanKeyIDs([]byte(body)); ok {
+			want, err := decodeKeyIDsJSON([]byte(body))
+			if err != nil || !slices.Equal(ids, want) {
+				t.Fatalf("scanned %q as %q, encoding/json as %q, %v", body, ids, want, err)
+			}
+		}
 		ids, err := decodeKeyIDs([]byte(body))
 		if err == nil {
 			seen := map[string]bool{}

@@ -186,3 +186,97 @@ func (s *scanner) stringMap() (map[string]any, bool) {
 		}
 	}
 }
+
+// scanKeyIDs reads a Key IDs body (clause 6.4) of the simple layout: an object holding only
+// "key_IDs", a non-empty array of objects each holding only "key_ID". ok false leaves the body
+// to encoding/json (decodeKeyIDs), which reads the same IDs from whatever this accepts
+// (FuzzKeyIDs); the IDs are checked by the caller either way.
+func scanKeyIDs(b []byte) (ids []string, ok bool) {
+	s := scanner{b: b}
+	if !s.byte('{') || !s.name("key_IDs") || !s.byte('[') {
+		return nil, false
+	}
+	for {
+		if !s.byte('{') || !s.name("key_ID") {
+			return nil, false
+		}
+		id, ok := s.str()
+		if !ok || !s.byte('}') {
+			return nil, false
+		}
+		ids = append(ids, string(id))
+		if s.byte(']') {
+			break
+		}
+		if !s.byte(',') {
+			return nil, false
+		}
+	}
+	if !s.byte('}') {
+		return nil, false
+	}
+	s.space()
+	return ids, s.i == len(s.b)
+}
+
+// scanKeyRequest reads a Key request body (clause 6.2) of the simple layout: an object with
+// "number" and/or "size" as non-negative integers, or an empty body. ok false leaves the body
+// to encoding/json (decodeKeyRequest), which agrees with what this accepts (FuzzKeyRequest).
+func scanKeyRequest(b []byte) (w keyRequestWire, ok bool) {
+	s := scanner{b: b}
+	if s.space(); s.i == len(s.b) {
+		return w, true // the default request
+	}
+	if !s.byte('{') {
+		return w, false
+	}
+	if s.byte('}') {
+		s.space()
+		return w, s.i == len(s.b)
+	}
+	for {
+		n, ok := s.str()
+		if !ok || !s.byte(':') {
+			return w, false
+		}
+		v, ok := s.uint()
+		if !ok {
+			return w, false
+		}
+		switch {
+		case string(n) == "number" && w.Number == nil:
+			w.Number = &v
+		case string(n) == "size" && w.Size == nil:
+			w.Size = &v
+		default:
+			return w, false
+		}
+		if s.byte('}') {
+			break
+		}
+		if !s.byte(',') {
+			return w, false
+		}
+	}
+	s.space()
+	return w, s.i == len(s.b)
+}
+
+// uint reads a JSON number that is a non-negative integer of at most 18 digits, without a
+// leading zero (JSON allows none).
+func (s *scanner) uint() (int64, bool) {
+	s.space()
+	start := s.i
+	var v int64
+	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' && s.i-start < 18 {
+		v = v*10 + int64(s.b[s.i]-'0')
+		s.i++
+	}
+	switch {
+	case s.i == start, s.i-start > 1 && s.b[start] == '0':
+		return 0, false
+	case s.i < len(s.b) && (s.b[s.i] >= '0' && s.b[s.i] <= '9' || s.b[s.i] == '.' || s.b[s.i] == 'e' || s.b[s.i] == 'E'):
+		return 0, false // longer, or not an integer: encoding/json decides
+	}
+	return v, true
+}

@@ -2,7 +2,9 @@ package etsi014
 
 import (
 	"bytes"
+	"encoding/json"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -76,4 +78,31 @@ func FuzzKeyContainer(f *testing.F) {
 			t.Fatalf("scanned %q, which has an escape", body)
 		}
 	})
+}
+
+// The request scanners take what the client sends for plain requests.
+func TestScanRequests(t *testing.T) {
+	body, _ := json.Marshal(KeyRequest{Number: 8, Size: 256})
+	w, ok := scanKeyRequest(body)
+	if !ok || w.Number == nil || *w.Number != 8 || w.Size == nil || *w.Size != 256 {
+		t.Fatalf("scanned %s as %+v, %v", body, w, ok)
+	}
+	if w, ok := scanKeyRequest(nil); !ok || w.Number != nil || w.Size != nil {
+		t.Fatalf("empty body scanned as %+v, %v", w, ok)
+	}
+	body, _ = json.Marshal(KeyIDs{KeyIDs: []KeyIDEntry{{KeyID: "a"}, {KeyID: "b"}}})
+	if ids, ok := scanKeyIDs(body); !ok || !slices.Equal(ids, []string{"a", "b"}) {
+		t.Fatalf("scanned %s as %q, %v", body, ids, ok)
+	}
+	for _, body := range []string{`{"number":-1}`, `{"number":1e3}`, `{"number":01}`, `{"numbers":1}`,
+		`{"number":1234567890123456789}`, `{"additional_slave_SAE_IDs":[]}`} {
+		if w, ok := scanKeyRequest([]byte(body)); ok {
+			t.Errorf("scanned %s as %+v; encoding/json should have", body, w)
+		}
+	}
+	for _, body := range []string{`{"key_IDs":[]}`, `{"key_IDs":[{"key_ID":"a","x":1}]}`, `{"key_IDs":[{"key_ID":"\u0061"}]}`} {
+		if ids, ok := scanKeyIDs([]byte(body)); ok {
+			t.Errorf("scanned %s as %q; encoding/json should have", body, ids)
+		}
+	}
 }
