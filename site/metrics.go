@@ -110,13 +110,13 @@ func (n *Node) observeCommand(c *kms.Command, res *kms.Result, err error, d time
 	case res.Replayed && c.Fetch != nil:
 		m.keysRedelivered.WithLabelValues("fetch", c.Fetch.Master, c.Fetch.Caller).Add(float64(len(res.Keys)))
 	case c.Issue != nil:
-		for _, k := range res.Keys {
-			m.keysIssued.WithLabelValues(c.Issue.Master, c.Issue.Slaves[0], string(provenanceOf(k))).Inc()
-		}
+		byProvenance(res.Keys, func(prov string, n int) {
+			m.keysIssued.WithLabelValues(c.Issue.Master, c.Issue.Slaves[0], prov).Add(float64(n))
+		})
 	case c.Fetch != nil:
-		for _, k := range res.Keys {
-			m.keysFetched.WithLabelValues(c.Fetch.Master, c.Fetch.Caller, string(provenanceOf(k))).Inc()
-		}
+		byProvenance(res.Keys, func(prov string, n int) {
+			m.keysFetched.WithLabelValues(c.Fetch.Master, c.Fetch.Caller, prov).Add(float64(n))
+		})
 	case c.Expire != nil && len(res.Expired) > 0:
 		// Expired carries key IDs only; the reservations (kept as tombstones) name the pair.
 		n.db.View(func(tx kms.Tx) error {
@@ -129,6 +129,19 @@ func (n *Node) observeCommand(c *kms.Command, res *kms.Result, err error, d time
 			}
 			return nil
 		})
+	}
+}
+
+// byProvenance calls add once per run of keys of one provenance: the keys of a request
+// usually share theirs, so a counter's labels are looked up once per request, not per key.
+func byProvenance(keys []kms.Key, add func(prov string, n int)) {
+	for i := 0; i < len(keys); {
+		prov, j := provenanceOf(keys[i]), i+1
+		for j < len(keys) && provenanceOf(keys[j]) == prov {
+			j++
+		}
+		add(string(prov), j-i)
+		i = j
 	}
 }
 
