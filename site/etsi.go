@@ -169,40 +169,40 @@ func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms
 	if !ok || owner == n.cfg.KMEID {
 		return nil, nil // Fetch will report them as not found
 	}
-	missing, err := n.missingReservations(fetch.Fetch.KeyIDs)
-	if err != nil || len(missing) == 0 {
-		return nil, err
-	}
-	w := n.handoff.add(fetch, missing)
+	// Register before the read: a reservation applied after it wakes w (handoffs.applied).
+	w := n.handoff.add(fetch, fetch.Fetch.KeyIDs)
 	defer n.handoff.remove(w)
-	grace := time.NewTimer(pushGrace)
-	defer grace.Stop()
 	settled := false // a push carried the Fetch, which did not deliver
-wait:
-	for {
-		// w is registered before this read: a reservation applied after it signals w.wake.
-		// The IDs of one enc_keys travel in one push: wait on the first, then check the rest.
-		var first []string
-		if first, err = n.missingReservations(missing[:1]); err != nil {
-			break wait
-		}
-		if len(first) == 0 {
-			if missing, err = n.missingReservations(missing); err != nil || len(missing) == 0 {
+	missing, err := n.missingReservations(fetch.Fetch.KeyIDs)
+	if err == nil && len(missing) > 0 {
+		n.handoff.narrow(w, missing)
+		grace := time.NewTimer(pushGrace)
+		defer grace.Stop()
+	wait:
+		for {
+			select {
+			case o := <-w.done: // a push carried the Fetch, and its entry is applied
+				if res := o.delivered(); res != nil {
+					return res, nil
+				}
+				settled = true
+				break wait
+			case <-w.wake:
+			case <-grace.C:
+				break wait
+			case <-ctx.Done():
 				break wait
 			}
-		}
-		select {
-		case o := <-w.done: // a push carried the Fetch, and its entry is applied
-			if res := o.delivered(); res != nil {
-				return res, nil
+			// The IDs of one enc_keys travel in one push: check the first, then the rest.
+			var first []string
+			if first, err = n.missingReservations(missing[:1]); err != nil {
+				break wait
 			}
-			settled = true
-			break wait
-		case <-w.wake:
-		case <-grace.C:
-			break wait
-		case <-ctx.Done():
-			break wait
+			if len(first) == 0 {
+				if missing, err = n.missingReservations(missing); err != nil || len(missing) == 0 {
+					break wait
+				}
+			}
 		}
 	}
 	if !settled && !w.withdraw() { // a push claimed the Fetch

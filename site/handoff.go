@@ -91,6 +91,21 @@ func (h *handoffs) add(fetch *kms.Command, missing []string) *fetchWaiter {
 	return w
 }
 
+// narrow makes a waiting w wait for missing only: a push need carry no reservation stored
+// already to claim it.
+func (h *handoffs) narrow(w *fetchWaiter, missing []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if w.state.Load() != waiting {
+		return
+	}
+	h.removeLocked(w)
+	w.missing = missing
+	for _, id := range missing {
+		h.byID[id] = append(h.byID[id], w)
+	}
+}
+
 func (h *handoffs) remove(w *fetchWaiter) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

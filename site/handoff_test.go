@@ -177,3 +177,22 @@ func TestHandoffWake(t *testing.T) {
 		t.Fatal("a removed waiter was woken")
 	}
 }
+
+// A dec_keys registers all its IDs, then narrows to those its read found missing: a push of
+// just those claims it, and the IDs dropped leave no trace.
+func TestHandoffNarrow(t *testing.T) {
+	var h handoffs
+	w := h.add(&kms.Command{Fetch: &kms.FetchCmd{}}, []string{"a", "b", "c"})
+	h.narrow(w, []string{"c"})
+	if len(h.byID) != 1 || len(h.byID["c"]) != 1 {
+		t.Fatalf("after narrowing: %v", h.byID)
+	}
+	if got := h.claim(resvs("c")); len(got) != 1 || got[0] != w {
+		t.Fatalf("a push of the missing reservation claimed %v", got)
+	}
+	h.narrow(w, []string{"b"}) // claimed: nothing changes
+	h.remove(w)
+	if len(h.byID) != 0 {
+		t.Fatalf("handoffs left behind: %v", h.byID)
+	}
+}
