@@ -31,7 +31,7 @@ const (
 // fetchWaiter is a dec_keys waiting at this node for the push of its reservations.
 type fetchWaiter struct {
 	fetch   *kms.Command // its Fetch, request ID included
-	missing []string     // the key IDs not stored here when it began to wait
+	missing []string     // the key IDs it waits for: all of the Fetch's, then those not stored (narrow)
 	state   atomic.Int32
 	done    chan handedOff // buffered 1: the claiming push sends once
 	// wake (buffered 1) is signalled when an applied PeerReserve stored one of the missing
@@ -159,7 +159,9 @@ func (h *handoffs) claim(rs []kms.Reservation) []*fetchWaiter {
 // applied wakes the waiters for reservations that applied commands stored
 // (raft.Config.OnApplied). It runs after the state store committed them, so a woken waiter
 // that reads the store finds them. A PeerReserve that refused some reservation wakes its
-// waiters too; they read the store and find what is really there.
+// waiters too; they read the store and find what is really there. A snapshot installed while
+// a dec_keys waits wakes nobody: that waiter pulls after pushGrace, and storing the pulled
+// reservations again changes nothing.
 func (h *handoffs) applied(cmds []*kms.Command) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

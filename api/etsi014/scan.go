@@ -4,8 +4,8 @@ import "encoding/base64"
 
 // scanKeyContainer decodes a Key container (clause 6.3) in the layout KMEs write, without
 // encoding/json: the key bytes are decoded from the body straight into their own slices, and
-// no reflection or intermediate values are involved (json.Unmarshal was most of the client's
-// cost per key). It handles an object holding only "keys", whose entries hold "key_ID", "key"
+// no reflection or intermediate values are involved (json.Unmarshal of the answers was about
+// 4% of BenchmarkDeliver's CPU). It handles an object holding only "keys", whose entries hold "key_ID", "key"
 // and optionally "key_extension" with string values, with strings free of escapes and of
 // bytes outside printable ASCII. For anything else it returns ok false and the caller decodes
 // the body with encoding/json, which then also reports any syntax error: the results of the
@@ -39,7 +39,7 @@ func scanKeys(b []byte) (keys []DeliveredKey, ok bool) {
 				break
 			}
 			if !s.byte(',') {
-				return nil, false
+				return keys, false
 			}
 		}
 	}
