@@ -5,11 +5,11 @@ import "encoding/base64"
 // scanKeyContainer decodes a Key container (clause 6.3) in the layout KMEs write, without
 // encoding/json: the key bytes are decoded from the body straight into their own slices, and
 // no reflection or intermediate values are involved (json.Unmarshal of the answers was about
-// 4% of BenchmarkDeliver's CPU). It handles an object holding only "keys", whose entries hold "key_ID", "key"
-// and optionally "key_extension" with string values, with strings free of escapes and of
-// bytes outside printable ASCII. For anything else it returns ok false and the caller decodes
-// the body with encoding/json, which then also reports any syntax error: the results of the
-// two always agree (FuzzKeyContainer).
+// 4% of BenchmarkDeliver's CPU). It handles an object holding only "keys", whose entries hold
+// "key_ID", "key" and optionally "key_extension" with string values, with strings free of
+// escapes and of bytes outside printable ASCII. For anything else it returns ok false and the
+// caller decodes the body with encoding/json, which then also reports any syntax error: the
+// results of the two always agree (FuzzKeyContainer).
 func scanKeyContainer(b []byte) ([]DeliveredKey, bool) {
 	keys, ok := scanKeys(b)
 	if !ok {
@@ -28,26 +28,77 @@ func scanKeys(b []byte) (keys []DeliveredKey, ok bool) {
 		return nil, false
 	}
 	keys = []DeliveredKey{}
-	if !s.byte(']') {
-		for {
-			k, ok := s.key()
-			if !ok {
-				return keys, false
-			}
-			keys = append(keys, k)
-			if s.byte(']') {
-				break
-			}
-			if !s.byte(',') {
-				return keys, false
-			}
+	for more := !s.byte(']'); more; {
+		k, ok := s.key()
+		if !ok {
+			return keys, false
+		}
+		keys = append(keys, k)
+		if more, ok = s.next(']'); !ok {
+			return keys, false
 		}
 	}
-	if !s.byte('}') {
-		return keys, false
+	return keys, s.end('}')
+}
+
+// scanKeyIDs reads a Key IDs body (clause 6.4) of the simple layout: an object holding only
+// "key_IDs", a non-empty array of objects each holding only "key_ID". ok false leaves the body
+// to encoding/json (decodeKeyIDs), which reads the same IDs from whatever this accepts
+// (FuzzKeyIDs); the IDs are checked by the caller either way.
+func scanKeyIDs(b []byte) (ids []string, ok bool) {
+	s := scanner{b: b}
+	if !s.byte('{') || !s.name("key_IDs") || !s.byte('[') {
+		return nil, false
 	}
-	s.space()
-	return keys, s.i == len(s.b)
+	for more := true; more; {
+		if !s.byte('{') || !s.name("key_ID") {
+			return nil, false
+		}
+		id, ok := s.str()
+		if !ok || !s.byte('}') {
+			return nil, false
+		}
+		ids = append(ids, string(id))
+		if more, ok = s.next(']'); !ok {
+			return nil, false
+		}
+	}
+	return ids, s.end('}')
+}
+
+// scanKeyRequest reads a Key request body (clause 6.2) of the simple layout: an object with
+// "number" and/or "size" as non-negative integers, or an empty body. ok false leaves the body
+// to encoding/json (decodeKeyRequest), which agrees with what this accepts (FuzzKeyRequest).
+func scanKeyRequest(b []byte) (w keyRequestWire, ok bool) {
+	s := scanner{b: b}
+	if s.space(); s.i == len(s.b) {
+		return w, true // the default request
+	}
+	if !s.byte('{') {
+		return w, false
+	}
+	for more := !s.byte('}'); more; {
+		n, ok := s.member()
+		if !ok {
+			return w, false
+		}
+		v, ok := s.uint()
+		if !ok {
+			return w, false
+		}
+		switch {
+		case string(n) == "number" && w.Number == nil:
+			w.Number = &v
+		case string(n) == "size" && w.Size == nil:
+			w.Size = &v
+		default:
+			return w, false
+		}
+		if more, ok = s.next('}'); !ok {
+			return w, false
+		}
+	}
+	return w, s.end(0)
 }
 
 // scanner reads b from i on.
@@ -77,6 +128,24 @@ func (s *scanner) byte(c byte) bool {
 	return false
 }
 
+// next follows an element of a list or a member of an object: more when a comma comes, not
+// more when close does, and ok false when neither.
+func (s *scanner) next(close byte) (more, ok bool) {
+	if s.byte(close) {
+		return false, true
+	}
+	return true, s.byte(',')
+}
+
+// end consumes close (0: none) and reports whether only white space is left.
+func (s *scanner) end(close byte) bool {
+	if close != 0 && !s.byte(close) {
+		return false
+	}
+	s.space()
+	return s.i == len(s.b)
+}
+
 // str reads a string without escapes, of printable ASCII only, and returns its contents
 // (aliasing b).
 func (s *scanner) str() ([]byte, bool) {
@@ -96,10 +165,16 @@ func (s *scanner) str() ([]byte, bool) {
 	return nil, false
 }
 
+// member reads a member name and the colon after it.
+func (s *scanner) member() ([]byte, bool) {
+	n, ok := s.str()
+	return n, ok && s.byte(':')
+}
+
 // name reads a member name and the colon after it; the name must be want.
 func (s *scanner) name(want string) bool {
-	n, ok := s.str()
-	return ok && string(n) == want && s.byte(':')
+	n, ok := s.member()
+	return ok && string(n) == want
 }
 
 // key reads one entry of "keys". Key bytes it decoded are wiped when it fails.
@@ -113,9 +188,9 @@ func (s *scanner) key() (k DeliveredKey, ok bool) {
 		return k, false
 	}
 	var seenID, seenKey, seenExt bool
-	for {
-		n, ok := s.str()
-		if !ok || !s.byte(':') {
+	for more := true; more; {
+		n, ok := s.member()
+		if !ok {
 			return k, false
 		}
 		switch string(n) {
@@ -147,13 +222,11 @@ func (s *scanner) key() (k DeliveredKey, ok bool) {
 		default:
 			return k, false
 		}
-		if s.byte('}') {
-			return k, seenID && seenKey
-		}
-		if !s.byte(',') {
+		if more, ok = s.next('}'); !ok {
 			return k, false
 		}
 	}
+	return k, seenID && seenKey
 }
 
 // stringMap reads an object whose values are all strings.
@@ -162,12 +235,9 @@ func (s *scanner) stringMap() (map[string]any, bool) {
 		return nil, false
 	}
 	m := map[string]any{}
-	if s.byte('}') {
-		return m, true
-	}
-	for {
-		n, ok := s.str()
-		if !ok || !s.byte(':') {
+	for more := !s.byte('}'); more; {
+		n, ok := s.member()
+		if !ok {
 			return nil, false
 		}
 		v, ok := s.str()
@@ -178,88 +248,11 @@ func (s *scanner) stringMap() (map[string]any, bool) {
 			return nil, false
 		}
 		m[string(n)] = string(v)
-		if s.byte('}') {
-			return m, true
-		}
-		if !s.byte(',') {
+		if more, ok = s.next('}'); !ok {
 			return nil, false
 		}
 	}
-}
-
-// scanKeyIDs reads a Key IDs body (clause 6.4) of the simple layout: an object holding only
-// "key_IDs", a non-empty array of objects each holding only "key_ID". ok false leaves the body
-// to encoding/json (decodeKeyIDs), which reads the same IDs from whatever this accepts
-// (FuzzKeyIDs); the IDs are checked by the caller either way.
-func scanKeyIDs(b []byte) (ids []string, ok bool) {
-	s := scanner{b: b}
-	if !s.byte('{') || !s.name("key_IDs") || !s.byte('[') {
-		return nil, false
-	}
-	for {
-		if !s.byte('{') || !s.name("key_ID") {
-			return nil, false
-		}
-		id, ok := s.str()
-		if !ok || !s.byte('}') {
-			return nil, false
-		}
-		ids = append(ids, string(id))
-		if s.byte(']') {
-			break
-		}
-		if !s.byte(',') {
-			return nil, false
-		}
-	}
-	if !s.byte('}') {
-		return nil, false
-	}
-	s.space()
-	return ids, s.i == len(s.b)
-}
-
-// scanKeyRequest reads a Key request body (clause 6.2) of the simple layout: an object with
-// "number" and/or "size" as non-negative integers, or an empty body. ok false leaves the body
-// to encoding/json (decodeKeyRequest), which agrees with what this accepts (FuzzKeyRequest).
-func scanKeyRequest(b []byte) (w keyRequestWire, ok bool) {
-	s := scanner{b: b}
-	if s.space(); s.i == len(s.b) {
-		return w, true // the default request
-	}
-	if !s.byte('{') {
-		return w, false
-	}
-	if s.byte('}') {
-		s.space()
-		return w, s.i == len(s.b)
-	}
-	for {
-		n, ok := s.str()
-		if !ok || !s.byte(':') {
-			return w, false
-		}
-		v, ok := s.uint()
-		if !ok {
-			return w, false
-		}
-		switch {
-		case string(n) == "number" && w.Number == nil:
-			w.Number = &v
-		case string(n) == "size" && w.Size == nil:
-			w.Size = &v
-		default:
-			return w, false
-		}
-		if s.byte('}') {
-			break
-		}
-		if !s.byte(',') {
-			return w, false
-		}
-	}
-	s.space()
-	return w, s.i == len(s.b)
+	return m, true
 }
 
 // uint reads a JSON number that is a non-negative integer of at most 18 digits, without a
