@@ -116,7 +116,7 @@ const auditVersion byte = 1
 // where str is uvarint length then bytes and list is uvarint count then strs.
 func AppendAuditCanonical(b []byte, e *AuditEntry) []byte {
 	b = append(b, auditVersion)
-	b = appendStr(b, string(e.Prev))
+	b = appendBlob(b, e.Prev)
 	b = binary.AppendUvarint(b, e.Seq)
 	b = binary.AppendVarint(b, e.Time.Unix())
 	b = binary.AppendUvarint(b, uint64(e.Time.Nanosecond()))
@@ -134,7 +134,7 @@ func AppendAuditCanonical(b []byte, e *AuditEntry) []byte {
 	b = appendStr(b, string(e.Provenance))
 	b = binary.AppendUvarint(b, uint64(len(e.Fingerprints)))
 	for _, f := range e.Fingerprints {
-		b = appendStr(b, string(f))
+		b = appendBlob(b, f)
 	}
 	b = appendStr(b, e.Detail)
 	if cp := e.Checkpoint; cp == nil {
@@ -143,9 +143,9 @@ func AppendAuditCanonical(b []byte, e *AuditEntry) []byte {
 		b = append(b, 1)
 		b = appendStr(b, cp.KME)
 		b = binary.AppendUvarint(b, cp.Seq)
-		b = appendStr(b, string(cp.Head))
+		b = appendBlob(b, cp.Head)
 		b = appendStr(b, cp.Signer)
-		b = appendStr(b, string(cp.Signature))
+		b = appendBlob(b, cp.Signature)
 	}
 	return b
 }

@@ -32,22 +32,33 @@ func (t *tx) AppendAudit(e *kms.AuditEntry) error {
 	if len(e.Hash) != kms.AuditHashSize {
 		return fmt.Errorf("store: append audit entry %d: hash of %d bytes", e.Seq, len(e.Hash))
 	}
-	b, err := t.btx.CreateBucketIfNotExists(bucketAudit)
-	if err != nil {
-		return fmt.Errorf("store: append audit entry %d: %w", e.Seq, err)
+	b := t.bucket(bucketAudit)
+	if b == nil {
+		var err error
+		if b, err = t.btx.CreateBucketIfNotExists(bucketAudit); err != nil {
+			return fmt.Errorf("store: append audit entry %d: %w", e.Seq, err)
+		}
+		b.FillPercent = appendFill
 	}
-	b.FillPercent = appendFill
+	// The trail only grows: its end is read once per transaction, then followed.
+	if !t.auditNextKnown {
+		if k, _ := b.Cursor().Last(); k != nil {
+			t.auditNext = binary.BigEndian.Uint64(k) + 1
+		}
+		t.auditNextKnown = true
+	}
+	if e.Seq < t.auditNext {
+		return fmt.Errorf("store: append audit entry %d after entry %d", e.Seq, t.auditNext-1)
+	}
 	var key [8]byte
 	binary.BigEndian.PutUint64(key[:], e.Seq)
-	if k, _ := b.Cursor().Last(); k != nil && bytes.Compare(k, key[:]) >= 0 {
-		return fmt.Errorf("store: append audit entry %d after entry %d", e.Seq, binary.BigEndian.Uint64(k))
-	}
 	v := make([]byte, 0, 1+kms.AuditHashSize+512)
 	v = append(append(v, auditRecordVersion), e.Hash...)
 	v = kms.AppendAuditCanonical(v, e)
 	if err := b.Put(key[:], v); err != nil {
 		return fmt.Errorf("store: append audit entry %d: %w", e.Seq, err)
 	}
+	t.auditNext = e.Seq + 1
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,6 +80,18 @@ func TestAuditTrail(t *testing.T) {
 	err = db.Update(0, func(tx kms.Tx) error { return tx.AppendAudit(got[1]) })
 	if err == nil {
 		t.Fatal("entry 2 appended after entry 3")
+	}
+	// So it is within one transaction, which follows the end of the trail instead of reading it.
+	err = db.Update(0, func(tx kms.Tx) error {
+		next := *got[2]
+		next.Seq = 4
+		if err := tx.AppendAudit(&next); err != nil {
+			return err
+		}
+		return tx.AppendAudit(&next)
+	})
+	if err == nil || !strings.Contains(err.Error(), "append audit entry 4 after entry 4") {
+		t.Fatalf("entry 4 appended twice in one transaction: %v", err)
 	}
 }
 

@@ -25,6 +25,10 @@ type tx struct {
 	plain   []byte
 
 	opened []*openBucket
+	// auditNext is the lowest Seq the audit trail can take next, once auditNextKnown
+	// (AppendAudit).
+	auditNext      uint64
+	auditNextKnown bool
 }
 
 // openBucket is a top-level bucket as this transaction opened it, with a cursor kept for
