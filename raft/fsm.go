@@ -49,7 +49,8 @@ type fsm struct {
 	// entry is of a later version (kms.ErrNewerFormat): the node's state would fall behind its
 	// log, so the node must stop serving.
 	onFatal func(error)
-	// onApplied, when set, is told the commands of each committed Update (Config.OnApplied).
+	// onApplied, when set, is told the commands of each committed Update, and nil after a
+	// Restore (Config.OnApplied).
 	onApplied func(cmds []*kms.Command)
 
 	mu      sync.Mutex
@@ -173,7 +174,9 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 		for _, e := range work {
 			cmds = append(cmds, e.cmds...)
 		}
-		f.onApplied(cmds)
+		if len(cmds) > 0 { // nil means a restore
+			f.onApplied(cmds)
+		}
 	}
 	return out
 }
@@ -217,6 +220,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("raft: read applied index after restore: %w", err)
 	}
 	f.setApplied(idx)
+	if f.onApplied != nil {
+		f.onApplied(nil) // all state replaced: every waiter reads again
+	}
 	return nil
 }
 

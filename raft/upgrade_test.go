@@ -1,7 +1,9 @@
 package raft
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"testing"
 
 	hraft "github.com/hashicorp/raft"
@@ -80,5 +82,32 @@ func TestLeaderRefusesUnreadableForward(t *testing.T) {
 	}
 	if _, err := n.Propose(ctxT(t), ingest("after", 1)); err != nil {
 		t.Fatalf("the leader stopped serving: %v", err)
+	}
+}
+
+// After a snapshot replaced all state, OnApplied is told so with nil: a waiter cannot know
+// which commands the snapshot covered, so it must read again.
+func TestOnAppliedAfterRestore(t *testing.T) {
+	src := newMemStore()
+	f, err := newFSM(&countApplier{}, src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := encodeBatch([]*kms.Command{ingest("a", 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var heard [][]*kms.Command
+	f.onApplied = func(cmds []*kms.Command) { heard = append(heard, cmds) }
+	f.ApplyBatch([]*hraft.Log{{Index: 1, Type: hraft.LogCommand, Data: b}})
+	var img bytes.Buffer
+	if _, err := src.Snapshot(&img); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Restore(io.NopCloser(&img)); err != nil {
+		t.Fatal(err)
+	}
+	if len(heard) != 2 || len(heard[0]) != 1 || heard[1] != nil {
+		t.Fatalf("heard %v, want the ingest, then nil for the restore", heard)
 	}
 }

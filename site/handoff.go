@@ -55,6 +55,15 @@ func (o handedOff) delivered() *kms.Result {
 	return o.res
 }
 
+// signal wakes the waiter to read the store again (once, however often it is signalled
+// before it reads).
+func (w *fetchWaiter) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default: // already signalled
+	}
+}
+
 // withdraw ends the wait unclaimed; false means a push claimed it first, and its outcome
 // will come on done.
 func (w *fetchWaiter) withdraw() bool { return w.state.CompareAndSwap(waiting, withdrawn) }
@@ -159,13 +168,20 @@ func (h *handoffs) claim(rs []kms.Reservation) []*fetchWaiter {
 // applied wakes the waiters for reservations that applied commands stored
 // (raft.Config.OnApplied). It runs after the state store committed them, so a woken waiter
 // that reads the store finds them. A PeerReserve that refused some reservation wakes its
-// waiters too; they read the store and find what is really there. A snapshot installed while
-// a dec_keys waits wakes nobody: that waiter pulls after pushGrace, and storing the pulled
-// reservations again changes nothing.
+// waiters too; they read the store and find what is really there. nil (a snapshot replaced
+// the state) wakes every waiter.
 func (h *handoffs) applied(cmds []*kms.Command) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.byID) == 0 {
+		return
+	}
+	if cmds == nil {
+		for _, ws := range h.byID {
+			for _, w := range ws {
+				w.signal()
+			}
+		}
 		return
 	}
 	for _, c := range cmds {
@@ -174,10 +190,7 @@ func (h *handoffs) applied(cmds []*kms.Command) {
 		}
 		for i := range c.PeerReserve.Reservations {
 			for _, w := range h.byID[c.PeerReserve.Reservations[i].KeyID] {
-				select {
-				case w.wake <- struct{}{}:
-				default: // already signalled
-				}
+				w.signal()
 			}
 		}
 	}

@@ -145,8 +145,8 @@ func TestHandoffOnPush(t *testing.T) {
 	}
 }
 
-// An applied PeerReserve wakes the dec_keys waiting for any reservation it stored, and
-// nothing else wakes them.
+// An applied PeerReserve wakes the dec_keys waiting for any reservation it stored, a restore
+// wakes all of them, and nothing else wakes them.
 func TestHandoffWake(t *testing.T) {
 	var h handoffs
 	w1 := h.add(&kms.Command{Fetch: &kms.FetchCmd{}}, []string{"a", "b"})
@@ -170,6 +170,10 @@ func TestHandoffWake(t *testing.T) {
 	h.applied([]*kms.Command{{PeerReserve: &kms.PeerReserveCmd{Reservations: resvs("a")}}})
 	if !woken(w1) || woken(w1) || woken(w2) {
 		t.Fatal("want one pending wake for w1 and none for w2")
+	}
+	h.applied(nil) // a snapshot replaced the state: everyone reads again
+	if !woken(w1) || !woken(w2) {
+		t.Fatal("a restore did not wake every waiter")
 	}
 	h.remove(w2)
 	h.applied([]*kms.Command{{PeerReserve: &kms.PeerReserveCmd{Reservations: resvs("c")}}})
