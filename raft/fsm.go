@@ -49,8 +49,8 @@ type fsm struct {
 	// entry is of a later version (kms.ErrNewerFormat): the node's state would fall behind its
 	// log, so the node must stop serving.
 	onFatal func(error)
-	// onApplied, when set, is told the commands of each committed Update, and nil after a
-	// Restore (Config.OnApplied).
+	// onApplied, when set, is told the commands of each entry of a committed Update, and nil
+	// after a Restore (Config.OnApplied).
 	onApplied func(cmds []*kms.Command)
 
 	mu      sync.Mutex
@@ -170,12 +170,10 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 	}
 	f.setApplied(last)
 	if f.onApplied != nil {
-		var cmds []*kms.Command
 		for _, e := range work {
-			cmds = append(cmds, e.cmds...)
-		}
-		if len(cmds) > 0 { // nil means a restore
-			f.onApplied(cmds)
+			if len(e.cmds) > 0 { // nil means a restore
+				f.onApplied(e.cmds)
+			}
 		}
 	}
 	return out
