@@ -85,9 +85,12 @@ type Reservation struct {
 
 // Pool is the per-peer summary a site keeps; derived counters are kept current by Apply.
 type Pool struct {
-	Peer      string   `json:"peer"`
-	NextSeq   uint64   `json:"next_seq"`
-	Owned     []string `json:"owned"`     // verified blocks owned here with free bytes, in Seq order
+	Peer    string `json:"peer"`
+	NextSeq uint64 `json:"next_seq"`
+	// Owned lists the verified blocks owned here with free bytes, in Seq order. A pool read
+	// from the store may share this array with other readers: replace the slice (reslice,
+	// append, insert, remove into a new array), never write its elements in place.
+	Owned     []string `json:"owned"`
 	Available int64    `json:"available"` // free bytes in Owned blocks
 	Pending   int64    `json:"pending"`   // bytes in blocks awaiting verification
 	Reserved  int64    `json:"reserved"`  // bytes of live reservations awaiting fetch at this site

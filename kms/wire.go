@@ -29,6 +29,14 @@ import (
 //	str Peer, ID | uvarint Seq | int Bytes | str Owner | byte State | str Tag | int Next |
 //	int Released | 8 bytes QBER (IEEE 754 bits, big-endian) | time Ingested
 
+// A Pool body (everything but Owned, which the store keeps apart: AppendOwned) is
+//
+//	str Peer | uvarint NextSeq | int Available | int Pending | int Reserved | byte Paused |
+//	uvarint len(Epochs) {str ID | time Created | int Size | uvarint Keys | int Live |
+//	time Superseded}
+//
+// and an Owned body is a list.
+
 // A RequestRecord body is
 //
 //	str Kind | time At | uvarint len(Keys) {str ID | str Bytes | str Provenance}
@@ -124,6 +132,57 @@ func DecodeBlock(body []byte, blk *Block) error {
 	blk.QBER = math.Float64frombits(r.uint64())
 	blk.Ingested = r.time()
 	return r.end()
+}
+
+// AppendPool appends the binary body of p without p.Owned (see above).
+func AppendPool(b []byte, p *Pool) []byte {
+	b = appendStr(b, p.Peer)
+	b = binary.AppendUvarint(b, p.NextSeq)
+	b = binary.AppendVarint(b, p.Available)
+	b = binary.AppendVarint(b, p.Pending)
+	b = binary.AppendVarint(b, p.Reserved)
+	b = appendBool(b, p.Paused)
+	b = binary.AppendUvarint(b, uint64(len(p.Epochs)))
+	for _, e := range p.Epochs {
+		b = appendStr(b, e.ID)
+		b = appendTime(b, e.Created)
+		b = binary.AppendVarint(b, int64(e.Size))
+		b = binary.AppendUvarint(b, e.Keys)
+		b = binary.AppendVarint(b, e.Live)
+		b = appendTime(b, e.Superseded)
+	}
+	return b
+}
+
+// DecodePool decodes a whole body written by AppendPool into p, leaving p.Owned as it is.
+func DecodePool(body []byte, p *Pool) error {
+	r := wireReader{b: body}
+	p.Peer, p.NextSeq = r.str(), r.uvarint()
+	p.Available, p.Pending, p.Reserved = r.varint(), r.varint(), r.varint()
+	p.Paused = r.bool()
+	p.Epochs = nil
+	if n := r.count(); n > 0 {
+		p.Epochs = make([]EpochInfo, n)
+		for i := range p.Epochs {
+			e := &p.Epochs[i]
+			e.ID, e.Created, e.Size = r.str(), r.time(), r.int()
+			e.Keys, e.Live, e.Superseded = r.uvarint(), r.varint(), r.time()
+		}
+	}
+	return r.end()
+}
+
+// AppendOwned appends the binary body of a pool's Owned list.
+func AppendOwned(b []byte, owned []string) []byte { return appendList(b, owned) }
+
+// DecodeOwned decodes a whole body written by AppendOwned (nil for an empty list).
+func DecodeOwned(body []byte) ([]string, error) {
+	r := wireReader{b: body}
+	owned := r.strs()
+	if err := r.end(); err != nil {
+		return nil, err
+	}
+	return owned, nil
 }
 
 // ReservationSize is about the length of r's binary body, to size buffers.

@@ -74,6 +74,10 @@ func BenchmarkDeliver(b *testing.B) {
 			})
 		}
 	}
+	// A site that has run for a while holds many blocks: 4096 of 32 KiB, 4 million keys.
+	b.Run("os-n8-blocks4096", func(b *testing.B) {
+		benchDeliver(b, deliverSetup{mode: "os", number: 8, nodes: 1, clients: 32, blocks: 4096, blockBytes: 32 << 10})
+	})
 }
 
 // BenchmarkDeliver3 is BenchmarkDeliver for two 3-node sites (all six nodes in this process)
@@ -95,6 +99,7 @@ type deliverSetup struct {
 	policy                 string // default key policy ("": qkd-only)
 	pause                  bool   // pause the link at both sites first (pqc-fallback then serves pqc)
 	want                   string // provenance every key must carry ("": not checked)
+	blocks, blockBytes     int    // key ingested first (0: 8 blocks of 1 MiB)
 }
 
 // benchDeliver counts keys, not requests: with number keys per request, b.N keys take b.N/number
@@ -104,7 +109,11 @@ func benchDeliver(b *testing.B, s deliverSetup) {
 	tp := newTestPair(b, func(c *PairConfig) {
 		c.Durability, c.NodesPerSite, c.DefaultPolicy = s.mode, s.nodes, s.policy
 	})
-	tp.ingest(8, 1<<20)
+	blocks, size := 8, 1<<20
+	if s.blocks > 0 {
+		blocks, size = s.blocks, s.blockBytes
+	}
+	tp.ingest(blocks, size)
 	tp.waitKey(2 << 20)
 	if s.policy != "" {
 		tp.waitEpoch()

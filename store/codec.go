@@ -19,6 +19,29 @@ func encodeReservation(fixed []byte, r *kms.Reservation) []byte {
 	return kms.AppendReservation(b, r)
 }
 
+// Pools are written by every command that issues, fetches or reserves keys: version | body of
+// kms.AppendPool. Their Owned list is a record of its own (tx.go). JSON records of
+// recordVersion, written before, hold the whole pool and are still read.
+const poolVersion = 5
+
+func encodePool(p *kms.Pool) []byte {
+	b := append(make([]byte, 0, 64+len(p.Peer)+48*len(p.Epochs)), poolVersion)
+	return kms.AppendPool(b, p)
+}
+
+// decodePoolRecord reads a pool record of either version. A record of recordVersion holds
+// the pool's Owned list too (legacy is true); one of poolVersion leaves p.Owned nil.
+func decodePoolRecord(raw []byte, p *kms.Pool) (legacy bool, err error) {
+	if len(raw) > 0 && raw[0] == poolVersion {
+		*p = kms.Pool{}
+		if err := kms.DecodePool(raw[1:], p); err != nil {
+			return false, fmt.Errorf("record body: %w: %w", err, ErrTampered)
+		}
+		return false, nil
+	}
+	return true, decodeRecord(raw, 0, p)
+}
+
 // Blocks are read and written by every command that issues, fetches or expires keys, so they
 // too have a binary body (kms.AppendBlock) instead of JSON: version | seq(8) | body. Records of
 // recordVersion, written before, hold JSON after the seq and are still read.

@@ -46,12 +46,13 @@ var (
 	bucketRequests = []byte("requests") // request ID -> request record (keys sealed)
 	bucketReqTime  = []byte("reqtime")  // expiryNanos(at) | request ID -> empty
 	bucketMaterial = []byte("material") // blockKey(peer, id) -> bucket of header + segments
+	bucketOwned    = []byte("owned")    // peer -> the pool's Owned list
 
 	keyApplied = []byte("applied")
 	keyCheck   = []byte("check")
 
 	allBuckets = [][]byte{bucketMeta, bucketPools, bucketBlocks, bucketBlockSeq, bucketResv, bucketExpiry,
-		bucketRequests, bucketReqTime, bucketMaterial}
+		bucketRequests, bucketReqTime, bucketMaterial, bucketOwned}
 )
 
 // lockTimeout bounds the wait for bbolt's file lock, so a second process opening the same file
@@ -72,7 +73,7 @@ type DB struct {
 	bolt *bolt.DB
 
 	keys  *keyCache
-	pools poolCache
+	owned ownedCache
 }
 
 // Open opens (creating if needed) the store file at path, sealed under masterKey (32 bytes).

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -140,20 +141,34 @@ func blockKey(b []byte, peer, id string) []byte {
 }
 
 // --- pools ---
+//
+// bucketPools: peer -> poolVersion | body of kms.AppendPool (everything but Owned), or a JSON
+// record of recordVersion (Owned included) written by an earlier version.
+// bucketOwned: peer -> body of kms.AppendOwned.
+//
+// Owned names every block a pool still issues from: a thousand and more once a pool holds
+// millions of keys. Every Issue and Fetch writes its pool's counters, but Owned changes only
+// when a block is used up or newly verified, so it is kept apart and written only then; before,
+// each of those commands encoded and wrote the whole list.
 
 func (t *tx) Pool(peer string) (*kms.Pool, error) {
 	raw := t.get(bucketPools, []byte(peer))
 	if raw == nil {
 		return nil, nil
 	}
-	if p := t.db.pools.get(peer, raw); p != nil {
-		return p, nil
-	}
 	p := new(kms.Pool)
-	if err := decodeRecord(raw, 0, p); err != nil {
+	legacy, err := decodePoolRecord(raw, p)
+	if err != nil {
 		return nil, fmt.Errorf("store: pool %q: %w", peer, err)
 	}
-	t.db.pools.put(peer, bytes.Clone(raw), p)
+	if legacy {
+		return p, nil
+	}
+	owned, err := t.db.owned.get(peer, t.get(bucketOwned, []byte(peer)))
+	if err != nil {
+		return nil, fmt.Errorf("store: owned blocks of pool %q: %w: %w", peer, err, ErrTampered)
+	}
+	p.Owned = owned
 	return p, nil
 }
 
@@ -161,16 +176,21 @@ func (t *tx) PutPool(p *kms.Pool) error {
 	if err := t.checkWritable("put pool"); err != nil {
 		return err
 	}
-	v, err := encodeRecord(nil, p)
-	if err != nil {
+	key := []byte(p.Peer)
+	if err := t.bucket(bucketPools).Put(key, encodePool(p)); err != nil {
 		return fmt.Errorf("store: put pool %q: %w", p.Peer, err)
 	}
-	if err := t.bucket(bucketPools).Put([]byte(p.Peer), v); err != nil {
-		return fmt.Errorf("store: put pool %q: %w", p.Peer, err)
+	cur := t.get(bucketOwned, key)
+	if cur != nil && t.db.owned.holds(p.Peer, cur, p.Owned) {
+		return nil
 	}
-	// v is not written to again, by bbolt or here. If the transaction rolls back, the entry
-	// only goes unused: a lookup must match the stored bytes.
-	t.db.pools.put(p.Peer, v, p)
+	o := kms.AppendOwned(nil, p.Owned)
+	if err := t.bucket(bucketOwned).Put(key, o); err != nil {
+		return fmt.Errorf("store: put owned blocks of pool %q: %w", p.Peer, err)
+	}
+	// o is not written to again, by bbolt or here, and the caller keeps its own array. If the
+	// transaction rolls back, the entry only goes unused: a lookup must match the stored bytes.
+	t.db.owned.put(p.Peer, o, slices.Clone(p.Owned))
 	return nil
 }
 
@@ -184,40 +204,59 @@ func (t *tx) Pools(fn func(*kms.Pool) bool) error {
 	})
 }
 
-// poolCache keeps each pool's last decoded record, keyed by the record's stored bytes. Every
-// Issue and Fetch reads its pool, and a pool's Owned list names every block it still issues
-// from (a thousand and more when the pool holds millions of keys), so decoding it each time
-// cost about a tenth of a node's CPU under load. A hit needs the stored bytes to be equal,
-// so the cache cannot serve a value the file does not hold: not after a rollback, nor after
-// Restore replaced the file.
-type poolCache struct {
+// ownedCache keeps each pool's last decoded Owned list, keyed by the record's stored bytes,
+// so that reading a pool (every Issue and Fetch does) neither decodes nor copies the list. A
+// hit needs the stored bytes to be equal, so the cache cannot serve a list the file does not
+// hold: not after a rollback, nor after Restore replaced the file.
+//
+// The cached list is shared with every pool read from it, as a slice whose capacity is its
+// length: callers never write its elements, and an append or insert copies it (kms.Pool).
+type ownedCache struct {
 	mu sync.Mutex
-	m  map[string]cachedPool // by peer
+	m  map[string]cachedOwned // by peer
 }
 
-type cachedPool struct {
+type cachedOwned struct {
 	raw []byte
-	p   *kms.Pool // never handed out: callers get clones, which they may change
+	ids []string
 }
 
-func (c *poolCache) get(peer string, raw []byte) *kms.Pool {
+// get returns the list raw encodes, from the cache when it holds raw.
+func (c *ownedCache) get(peer string, raw []byte) ([]string, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.m[peer]; ok && bytes.Equal(e.raw, raw) {
-		return e.p.Clone()
+	e, ok := c.m[peer]
+	c.mu.Unlock()
+	if ok && bytes.Equal(e.raw, raw) {
+		return e.ids[:len(e.ids):len(e.ids)], nil
 	}
-	return nil
+	ids, err := kms.DecodeOwned(raw)
+	if err != nil {
+		return nil, err
+	}
+	c.put(peer, bytes.Clone(raw), ids)
+	return ids[:len(ids):len(ids)], nil
 }
 
-// put caches p as the decoding of raw; neither may be changed afterwards by the caller's
-// side, so p is cloned here and raw must not be written to again.
-func (c *poolCache) put(peer string, raw []byte, p *kms.Pool) {
+// holds reports whether raw, the stored record, is the cached one and encodes owned.
+func (c *ownedCache) holds(peer string, raw []byte, owned []string) bool {
+	c.mu.Lock()
+	e, ok := c.m[peer]
+	c.mu.Unlock()
+	if !ok || len(e.ids) != len(owned) || !bytes.Equal(e.raw, raw) {
+		return false
+	}
+	// A pool read from the cache and not changed still shares its array.
+	return len(owned) == 0 || &e.ids[0] == &owned[0] || slices.Equal(e.ids, owned)
+}
+
+// put caches ids as the decoding of raw; neither may be changed afterwards.
+func (c *ownedCache) put(peer string, raw []byte, ids []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = make(map[string]cachedPool)
+		c.m = make(map[string]cachedOwned)
 	}
-	c.m[peer] = cachedPool{raw: raw, p: p.Clone()}
+	c.m[peer] = cachedOwned{raw: raw, ids: ids[:len(ids):len(ids)]}
 }
 
 // --- blocks ---

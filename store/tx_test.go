@@ -339,11 +339,17 @@ func TestReservationCodec(t *testing.T) {
 	}
 }
 
-// Pool serves decoded records from a cache: what a caller does to the pool it got must not
-// reach the next reader unless it is put.
+// Pool serves Owned lists from a cache: what a caller does to the pool it got (callers
+// replace Owned, never write its elements: kms.Pool) must not reach the next reader unless it
+// is put, nor what it does to the pool it put.
 func TestPoolReadsAreCopies(t *testing.T) {
 	db, _ := openTestDB(t)
-	want := &kms.Pool{Peer: "p", Owned: []string{"b1", "b2"}, Available: 64,
+	// 17 blocks: a copy of the list has room to grow (Go rounds 17 strings up to 18).
+	owned := make([]string, 17)
+	for i := range owned {
+		owned[i] = fmt.Sprintf("b%d", i+1)
+	}
+	want := &kms.Pool{Peer: "p", Owned: slices.Clone(owned), Available: 64,
 		Epochs: []kms.EpochInfo{{ID: "e1", Size: 32, Live: 3}}}
 	mustUpdate(t, db, 1, func(tx kms.Tx) error { return tx.PutPool(want) })
 	want.Owned[0], want.Epochs[0].Live = "changed after put", 99
@@ -356,7 +362,16 @@ func TestPoolReadsAreCopies(t *testing.T) {
 			if p.Owned[0] != "b1" || p.Epochs[0].Live != 3 || p.Available != 64 {
 				t.Fatalf("read %d: %+v, want the pool as put", i, p)
 			}
-			p.Owned[0], p.Owned, p.Epochs[0].Live, p.Available = "mutated", p.Owned[1:], 7, 0
+			// Two readers appending to the list they got must not write into one array.
+			q, err := tx.Pool("p")
+			if err != nil {
+				return err
+			}
+			mine, theirs := append(p.Owned, "mine"), append(q.Owned, "theirs")
+			if mine[len(mine)-1] != "mine" || theirs[len(theirs)-1] != "theirs" {
+				t.Fatalf("read %d: appends of two readers share an array", i)
+			}
+			p.Owned, p.Epochs[0].Live, p.Available = mine[1:], 7, 0
 			return nil
 		})
 	}
@@ -454,6 +469,116 @@ func TestBlockRecordVersions(t *testing.T) {
 	if got = read(); len(got) != 1 || got[0].Next != 256 {
 		t.Fatalf("after the rewrite Blocks lists %+v", got)
 	}
+}
+
+// Pool records written as JSON (Owned inline) by an earlier version still read, and the next
+// put writes the binary record and the Owned list apart.
+func TestPoolRecordVersions(t *testing.T) {
+	db, _ := openTestDB(t)
+	old := &kms.Pool{Peer: "KME-B", NextSeq: 9, Owned: []string{"b1", "b4"}, Available: 4096, Pending: 512,
+		Reserved: 64, Paused: true, Epochs: []kms.EpochInfo{{ID: "e1", Created: t0, Size: 32, Keys: 7, Live: 2,
+			Superseded: t0.Add(time.Hour)}, {ID: "e2", Created: t0.Add(time.Hour), Size: 32}}}
+	mustUpdate(t, db, 1, func(ktx kms.Tx) error {
+		v, err := encodeRecord(nil, old)
+		if err != nil {
+			return err
+		}
+		return ktx.(*tx).bucket(bucketPools).Put([]byte(old.Peer), v)
+	})
+	read := func() (p *kms.Pool) {
+		mustView(t, db, func(tx kms.Tx) (err error) { p, err = tx.Pool("KME-B"); return err })
+		return p
+	}
+	same := func(got, want *kms.Pool) bool {
+		g, w := *got, *want
+		g.Epochs, w.Epochs = nil, nil
+		if !reflect.DeepEqual(g, w) || len(got.Epochs) != len(want.Epochs) {
+			return false
+		}
+		for i, e := range got.Epochs {
+			we := want.Epochs[i]
+			if !e.Created.Equal(we.Created) || !e.Superseded.Equal(we.Superseded) || e.Superseded.IsZero() != we.Superseded.IsZero() {
+				return false
+			}
+			e.Created, e.Superseded = we.Created, we.Superseded
+			if e != we {
+				return false
+			}
+		}
+		return true
+	}
+	if got := read(); !same(got, old) {
+		t.Fatalf("legacy record read as %+v, want %+v", got, old)
+	}
+	renewed := *old
+	renewed.Available, renewed.Owned = 2048, []string{"b4"}
+	mustUpdate(t, db, 2, func(tx kms.Tx) error { return tx.PutPool(&renewed) })
+	mustView(t, db, func(ktx kms.Tx) error {
+		st := ktx.(*tx)
+		if raw := st.get(bucketPools, []byte("KME-B")); raw[0] != poolVersion {
+			t.Errorf("pool rewritten in version %d, want %d", raw[0], poolVersion)
+		}
+		if owned, err := kms.DecodeOwned(st.get(bucketOwned, []byte("KME-B"))); err != nil || !slices.Equal(owned, []string{"b4"}) {
+			t.Errorf("owned record %q, %v", owned, err)
+		}
+		return nil
+	})
+	if got := read(); !same(got, &renewed) {
+		t.Fatalf("after the rewrite: %+v, want %+v", got, &renewed)
+	}
+	// A put that leaves Owned as it was writes the counters only.
+	renewed.Available = 1024
+	mustUpdate(t, db, 3, func(ktx kms.Tx) error {
+		p, err := ktx.Pool("KME-B")
+		if err != nil {
+			return err
+		}
+		p.Available = 1024
+		before := ktx.(*tx).get(bucketOwned, []byte("KME-B"))
+		if err := ktx.PutPool(p); err != nil {
+			return err
+		}
+		if after := ktx.(*tx).get(bucketOwned, []byte("KME-B")); &after[0] != &before[0] {
+			t.Error("an unchanged Owned list was written again")
+		}
+		return nil
+	})
+	if got := read(); !same(got, &renewed) {
+		t.Fatalf("after a counters-only put: %+v, want %+v", got, &renewed)
+	}
+}
+
+func FuzzDecodePool(f *testing.F) {
+	full := &kms.Pool{Peer: "KME-B", NextSeq: 3, Available: 4096, Pending: -1, Reserved: 64, Paused: true,
+		Epochs: []kms.EpochInfo{{ID: "e1", Created: t0, Size: 32, Keys: 9, Live: 1, Superseded: t0}}}
+	f.Add(encodePool(full), kms.AppendOwned(nil, []string{"b1", "b2"}))
+	f.Add(encodePool(&kms.Pool{}), kms.AppendOwned(nil, nil))
+	json, _ := encodeRecord(nil, full)
+	f.Add(json, []byte{})
+	f.Add([]byte{poolVersion}, []byte{1})
+	f.Fuzz(func(t *testing.T, raw, owned []byte) {
+		var p kms.Pool
+		if _, err := decodePoolRecord(raw, &p); err != nil {
+			if !errors.Is(err, ErrTampered) {
+				t.Fatalf("decode error not ErrTampered: %v", err)
+			}
+		} else if raw[0] == poolVersion {
+			var again kms.Pool
+			if _, err := decodePoolRecord(encodePool(&p), &again); err != nil {
+				t.Fatalf("re-encoded record does not decode: %v", err)
+			}
+			if !reflect.DeepEqual(&again, &p) {
+				t.Fatalf("round trip changed the record:\n%+v\n%+v", &p, &again)
+			}
+		}
+		ids, err := kms.DecodeOwned(owned)
+		if err != nil {
+			return
+		}
+		if again, err := kms.DecodeOwned(kms.AppendOwned(nil, ids)); err != nil || !slices.Equal(again, ids) {
+			t.Fatalf("owned round trip: %q -> %q, %v", ids, again, err)
+		}
+	})
 }
 
 func FuzzDecodeBlock(f *testing.F) {
