@@ -136,6 +136,9 @@ type Tx interface {
 
 	// Blocks calls fn for each block of peer's pool in Seq order until fn returns false.
 	Blocks(peer string, fn func(*Block) bool) error
+	// BlocksNewestFirst is Blocks in descending Seq order: blocks awaiting verification are
+	// the newest, so finding them does not cost a walk over the whole pool.
+	BlocksNewestFirst(peer string, fn func(*Block) bool) error
 	// Pools calls fn for each pool until fn returns false.
 	Pools(fn func(*Pool) bool) error
 	// Reservations calls fn for each stored reservation (any state) until fn returns false.

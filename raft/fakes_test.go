@@ -265,7 +265,10 @@ func (ca *testCA) nodeTLS(t testing.TB, name string) *tls.Config {
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
 
 func (t *memTx) Blocks(peer string, fn func(*kms.Block) bool) error { return nil }
-func (t *memTx) Reservations(fn func(*kms.Reservation) bool) error  { return nil }
+func (t *memTx) BlocksNewestFirst(peer string, fn func(*kms.Block) bool) error {
+	return nil
+}
+func (t *memTx) Reservations(fn func(*kms.Reservation) bool) error { return nil }
 func (t *memTx) Pools(fn func(*kms.Pool) bool) error {
 	seen := map[string]bool{}
 	for k, p := range t.pools {

@@ -2,6 +2,7 @@ package site
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -99,12 +100,24 @@ func (n *Node) verifyPending() {
 			if p.Pending == 0 {
 				return true
 			}
-			tx.Blocks(p.Peer, func(b *kms.Block) bool {
+			// Blocks await verification from their ingest on, so they are the newest: walk
+			// back until all of p.Pending is found, then compare the oldest first.
+			var tags []peer.BlockTag
+			left := p.Pending
+			tx.BlocksNewestFirst(p.Peer, func(b *kms.Block) bool {
 				if b.State == kms.BlockPending {
-					pending[p.Peer] = append(pending[p.Peer], peer.BlockTag{BlockID: b.ID, Tag: b.Tag})
+					tags = append(tags, peer.BlockTag{BlockID: b.ID, Tag: b.Tag})
+					left -= int64(b.Bytes)
 				}
-				return len(pending[p.Peer]) < compareBatch
+				return left > 0
 			})
+			slices.Reverse(tags)
+			if len(tags) > compareBatch {
+				tags = tags[:compareBatch]
+			}
+			if len(tags) > 0 {
+				pending[p.Peer] = tags
+			}
 			return true
 		})
 	})

@@ -313,19 +313,83 @@ func blockSeqKey(b []byte, peer string, seq uint64, id string) []byte {
 
 func (t *tx) Blocks(peer string, fn func(*kms.Block) bool) error {
 	prefix := appendLP(nil, peer)
-	return t.iterate(bucketBlockSeq, prefix, func(k []byte) (bool, error) {
-		id := string(k[len(prefix)+8:])
-		b, err := t.Block(peer, id)
+	return t.iterate(bucketBlockSeq, prefix, t.visitBlock(peer, len(prefix), fn))
+}
+
+func (t *tx) BlocksNewestFirst(peer string, fn func(*kms.Block) bool) error {
+	prefix := appendLP(nil, peer)
+	return t.iterateDesc(bucketBlockSeq, prefix, t.visitBlock(peer, len(prefix), fn))
+}
+
+// visitBlock turns fn into a visitor of bucketBlockSeq keys under a prefix of prefixLen bytes.
+func (t *tx) visitBlock(peer string, prefixLen int, fn func(*kms.Block) bool) func(k []byte) (bool, error) {
+	return func(k []byte) (bool, error) {
+		b, err := t.Block(peer, string(k[prefixLen+8:]))
 		if err != nil || b == nil {
 			return err == nil, err
 		}
 		return fn(b), nil
-	})
+	}
 }
 
 // iterate calls visit with each key of bucket having prefix, in key order. It reads keys in
 // chunks and visits them with no cursor open, so visit may write to the same bucket (bbolt
 // cursors are not safe across modifications).
+// iterateDesc is iterate in descending key order.
+func (t *tx) iterateDesc(name, prefix []byte, visit func(k []byte) (bool, error)) error {
+	const chunk = 256
+	keys := make([][]byte, 0, chunk)
+	var from []byte // the last key visited; nil: start at the end of the prefix
+	for {
+		keys = keys[:0]
+		c := t.bucket(name).Cursor()
+		var k []byte
+		if from == nil {
+			// The last key before the first one past every key with this prefix.
+			if end := prefixEnd(prefix); end == nil {
+				k, _ = c.Last()
+			} else if k, _ = c.Seek(end); k == nil {
+				k, _ = c.Last()
+			} else {
+				k, _ = c.Prev()
+			}
+		} else if k, _ = c.Seek(from); k != nil {
+			k, _ = c.Prev() // from may be gone; Seek then lands on the key after it
+		} else {
+			k, _ = c.Last()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(keys) < chunk; k, _ = c.Prev() {
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, k := range keys {
+			more, err := visit(k)
+			if err != nil {
+				return err
+			}
+			if !more {
+				return nil
+			}
+		}
+		if len(keys) < chunk {
+			return nil
+		}
+		from = keys[len(keys)-1]
+	}
+}
+
+// prefixEnd returns the least key greater than every key starting with prefix, or nil when
+// there is none (prefix is empty or all 0xff).
+func prefixEnd(prefix []byte) []byte {
+	end := bytes.Clone(prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
 func (t *tx) iterate(name, prefix []byte, visit func(k []byte) (bool, error)) error {
 	const chunk = 256
 	keys := make([][]byte, 0, chunk)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -224,6 +225,61 @@ func TestBlocksInSeqOrder(t *testing.T) {
 	})
 	if len(got) != 2 {
 		t.Fatalf("Blocks did not stop: %v", got)
+	}
+}
+
+// BlocksNewestFirst walks a pool backwards across iteration chunks, without leaking into the
+// pools whose keys sort right before or after it, and stops when told to.
+func TestBlocksNewestFirst(t *testing.T) {
+	db, _ := openTestDB(t)
+	const n = 600 // more than two chunks of iterateDesc
+	mustUpdate(t, db, 1, func(tx kms.Tx) error {
+		for i := range n {
+			if err := tx.PutBlock(&kms.Block{Peer: "KME-B", ID: fmt.Sprintf("b%d", i), Seq: uint64(i)}); err != nil {
+				return err
+			}
+		}
+		// Neighbours on both sides: "KME-" and "KME-C" (length-prefixed keys sort by length
+		// first), and a peer whose prefix ends in 0xff bytes.
+		return errors.Join(tx.PutBlock(&kms.Block{Peer: "KME-C", ID: "c1", Seq: 0}),
+			tx.PutBlock(&kms.Block{Peer: "KME-", ID: "x", Seq: 1 << 62}),
+			tx.PutBlock(&kms.Block{Peer: "KME-BB", ID: "y", Seq: 0}))
+	})
+	walk := func(peer string, stop int) (ids []string) {
+		mustView(t, db, func(tx kms.Tx) error {
+			return tx.BlocksNewestFirst(peer, func(b *kms.Block) bool { ids = append(ids, b.ID); return len(ids) != stop })
+		})
+		return ids
+	}
+	got := walk("KME-B", -1)
+	if len(got) != n {
+		t.Fatalf("%d blocks, want %d", len(got), n)
+	}
+	for i, id := range got {
+		if want := fmt.Sprintf("b%d", n-1-i); id != want {
+			t.Fatalf("block %d is %s, want %s", i, id, want)
+		}
+	}
+	if got := walk("KME-B", 3); !slices.Equal(got, []string{"b599", "b598", "b597"}) {
+		t.Fatalf("stopped walk: %v", got)
+	}
+	if got := walk("KME-C", -1); !slices.Equal(got, []string{"c1"}) {
+		t.Fatalf("KME-C: %v", got)
+	}
+	if got := walk("KME-", -1); !slices.Equal(got, []string{"x"}) {
+		t.Fatalf("KME-: %v", got)
+	}
+	if got := walk("KME-BB", -1); !slices.Equal(got, []string{"y"}) { // the last keys of the bucket
+		t.Fatalf("KME-BB: %v", got)
+	}
+	if got := walk("KME-D", -1); len(got) != 0 {
+		t.Fatalf("KME-D: %v", got)
+	}
+	if got := prefixEnd([]byte{1, 0xff, 0xff}); !bytes.Equal(got, []byte{2}) {
+		t.Fatalf("prefixEnd = %v", got)
+	}
+	if got := prefixEnd([]byte{0xff}); got != nil {
+		t.Fatalf("prefixEnd of 0xff = %v", got)
 	}
 }
 

@@ -294,6 +294,26 @@ func (t *Tx) Live(peer, blockID string) int {
 
 // Blocks calls fn with a copy of each block of peer's pool in Seq order until fn returns false.
 func (t *Tx) Blocks(peer string, fn func(*kms.Block) bool) error {
+	for _, b := range t.blocksOf(peer) {
+		if !fn(cloneBlock(b)) {
+			break
+		}
+	}
+	return nil
+}
+
+func (t *Tx) BlocksNewestFirst(peer string, fn func(*kms.Block) bool) error {
+	bs := t.blocksOf(peer)
+	for i := len(bs) - 1; i >= 0; i-- {
+		if !fn(cloneBlock(bs[i])) {
+			break
+		}
+	}
+	return nil
+}
+
+// blocksOf lists peer's blocks in Seq order.
+func (t *Tx) blocksOf(peer string) []*kms.Block {
 	var bs []*kms.Block
 	for _, b := range t.blocks {
 		if b.Peer == peer {
@@ -301,12 +321,7 @@ func (t *Tx) Blocks(peer string, fn func(*kms.Block) bool) error {
 		}
 	}
 	sort.Slice(bs, func(i, j int) bool { return bs[i].Seq < bs[j].Seq })
-	for _, b := range bs {
-		if !fn(cloneBlock(b)) {
-			break
-		}
-	}
-	return nil
+	return bs
 }
 
 // Pools calls fn with a copy of each pool, by peer, until fn returns false.
