@@ -77,13 +77,9 @@ func (n *Node) leaderLoops() {
 // acknowledged yet, after this node became leader.
 func (n *Node) requeueUnpushed() {
 	var rs []kms.Reservation
-	n.db.View(func(tx kms.Tx) error {
-		return tx.Reservations(func(r *kms.Reservation) bool {
-			if r.Owner == n.cfg.KMEID && !r.Pushed && r.State == kms.KeyIssued {
-				rs = append(rs, *r)
-			}
-			return true
-		})
+	n.db.Unpushed(func(r *kms.Reservation) bool {
+		rs = append(rs, *r)
+		return true
 	})
 	for len(rs) > 0 {
 		k := min(len(rs), pushBatch)

@@ -103,7 +103,7 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	var storeOpts []store.Option
+	storeOpts := []store.Option{store.WithSelf(cfg.KMEID)}
 	if cfg.Durability == "os" {
 		storeOpts = append(storeOpts, store.WithoutFsync())
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -434,6 +435,37 @@ func TestPushRecorded(t *testing.T) {
 	})
 	// The peer holds them.
 	waitReservations(t, tp.Sites[1], keys[0].ID, keys[1].ID, keys[2].ID)
+}
+
+// A leader pushes again what the peer has not acknowledged (requeueUnpushed), found through
+// the store's index of unpushed reservations, and the index empties as the pushes are
+// recorded.
+func TestRequeueUnpushed(t *testing.T) {
+	tp := newTestPair(t, nil)
+	tp.ingest(2, 4096)
+	tp.waitKey(1024)
+	a, b := tp.Sites[0], tp.Sites[1]
+	ids := newKeyIDs(3)
+	issueUnpushed(t, a, b, ids) // issued, never handed to the push loop
+	unpushed := func() (got []string) {
+		if err := a.db.Unpushed(func(r *kms.Reservation) bool { got = append(got, r.KeyID); return true }); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := unpushed(); !slices.Equal(got, ids) {
+		t.Fatalf("unpushed %v, want %v", got, ids)
+	}
+	if missing, err := b.missingReservations(ids); err != nil || len(missing) != len(ids) {
+		t.Fatalf("the peer holds reservations never pushed: missing %v (%v)", missing, err)
+	}
+	a.requeueUnpushed()
+	if missing, err := b.missingReservations(ids); err != nil || len(missing) != 0 {
+		t.Fatalf("after the requeue the peer misses %v (%v)", missing, err)
+	}
+	if got := unpushed(); len(got) != 0 {
+		t.Fatalf("after the requeue still unpushed: %v", got)
+	}
 }
 
 // A push larger than the peer accepts in one call goes in several, and every reservation is

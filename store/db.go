@@ -47,9 +47,15 @@ var (
 	bucketReqTime  = []byte("reqtime")  // expiryNanos(at) | request ID -> empty
 	bucketMaterial = []byte("material") // blockKey(peer, id) -> bucket of header + segments
 	bucketOwned    = []byte("owned")    // peer -> the pool's Owned list
+	// bucketUnpushed: key ID -> empty for each reservation this site issued that the peer has
+	// not acknowledged (WithSelf; unpushed.go). Derived from bucketResv, and rebuilt from it
+	// when keyUnpushedFor does not name this site.
+	bucketUnpushed = []byte("unpushed")
 
 	keyApplied = []byte("applied")
 	keyCheck   = []byte("check")
+	// keyUnpushedFor names the site whose reservations bucketUnpushed indexes.
+	keyUnpushedFor = []byte("unpushed_for")
 
 	allBuckets = [][]byte{bucketMeta, bucketPools, bucketBlocks, bucketBlockSeq, bucketResv, bucketExpiry,
 		bucketRequests, bucketReqTime, bucketMaterial, bucketOwned}
@@ -65,6 +71,7 @@ const initialMmapSize = 1 << 30
 // readers at a time.
 type DB struct {
 	noSync bool
+	self   string // this site's KME ID (WithSelf): "" keeps no index of unpushed reservations
 	path   string
 	master cipher.AEAD // AES-256-GCM under the master key, for data-key wrapping
 
@@ -140,13 +147,19 @@ func (db *DB) openBolt(path string) (*bolt.DB, error) {
 		}
 		meta := btx.Bucket(bucketMeta)
 		if check := meta.Get(keyCheck); check != nil {
-			return db.verifyCheck(check)
+			if err := db.verifyCheck(check); err != nil {
+				return err
+			}
+		} else {
+			check, err := db.newCheck()
+			if err != nil {
+				return err
+			}
+			if err := meta.Put(keyCheck, check); err != nil {
+				return err
+			}
 		}
-		check, err := db.newCheck()
-		if err != nil {
-			return err
-		}
-		return meta.Put(keyCheck, check)
+		return db.indexUnpushed(btx)
 	})
 	if err != nil {
 		b.Close()

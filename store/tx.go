@@ -76,7 +76,7 @@ func (t *tx) open(name []byte) *openBucket {
 const appendFill = 0.9
 
 func fillPercent(name []byte) float64 {
-	for _, b := range [][]byte{bucketResv, bucketExpiry, bucketRequests, bucketReqTime, bucketAudit} {
+	for _, b := range [][]byte{bucketResv, bucketExpiry, bucketRequests, bucketReqTime, bucketAudit, bucketUnpushed} {
 		if bytes.Equal(name, b) {
 			return appendFill
 		}
@@ -475,6 +475,9 @@ func (t *tx) PutReservation(r *kms.Reservation) error {
 			return fmt.Errorf("store: put reservation %s: %w", r.KeyID, err)
 		}
 	}
+	if err := t.indexReservation(id, r); err != nil {
+		return fmt.Errorf("store: put reservation %s: %w", r.KeyID, err)
+	}
 	return nil
 }
 
@@ -495,6 +498,11 @@ func (t *tx) DeleteReservation(keyID string) error {
 	}
 	if err := resv.Delete(id); err != nil {
 		return fmt.Errorf("store: delete reservation %s: %w", keyID, err)
+	}
+	if t.db.self != "" {
+		if err := t.bucket(bucketUnpushed).Delete(id); err != nil {
+			return fmt.Errorf("store: delete reservation %s: %w", keyID, err)
+		}
 	}
 	return nil
 }

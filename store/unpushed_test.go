@@ -1,0 +1,103 @@
+package store
+
+import (
+	"errors"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/qkms/qkms/kms"
+)
+
+func unpushedIDs(t *testing.T, db *DB) (ids []string) {
+	t.Helper()
+	if err := db.Unpushed(func(r *kms.Reservation) bool { ids = append(ids, r.KeyID); return true }); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// The index follows every write of a reservation: it lists exactly this site's issued
+// reservations the peer has not acknowledged, and survives a reopen, a reopen without
+// WithSelf and a file of an earlier version that has no index.
+func TestUnpushedIndex(t *testing.T) {
+	path, key := filepath.Join(t.TempDir(), "node.db"), randomBytes(t, MasterKeySize)
+	open := func(opts ...Option) *DB {
+		db, err := Open(path, key, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+	db := open(WithSelf("KME-A"))
+	exp := t0.Add(time.Hour)
+	peers := reservation("k0-peer", exp, kms.KeyIssued) // issued by the peer, stored here
+	peers.Owner, peers.Peer = "KME-B", "KME-A"
+	mustUpdate(t, db, 1, func(tx kms.Tx) error {
+		return errors.Join(
+			tx.PutReservation(reservation("k1", exp, kms.KeyIssued)),
+			tx.PutReservation(reservation("k2", exp, kms.KeyIssued)),
+			tx.PutReservation(reservation("k3", exp, kms.KeyIssued)),
+			tx.PutReservation(reservation("k4", exp, kms.KeyIssued)),
+			tx.PutReservation(reservation("k5", exp, kms.KeyFetched)),
+			tx.PutReservation(peers))
+	})
+	if got := unpushedIDs(t, db); !slices.Equal(got, []string{"k1", "k2", "k3", "k4"}) {
+		t.Fatalf("unpushed %v", got)
+	}
+	pushed := reservation("k2", exp, kms.KeyIssued)
+	pushed.Pushed = true
+	mustUpdate(t, db, 2, func(tx kms.Tx) error {
+		return errors.Join(tx.PutReservation(pushed), tx.PutReservation(reservation("k3", exp, kms.KeyExpired)),
+			tx.DeleteReservation("k4"))
+	})
+	want := []string{"k1"}
+	if got := unpushedIDs(t, db); !slices.Equal(got, want) {
+		t.Fatalf("after push, expiry and delete: unpushed %v, want %v", got, want)
+	}
+
+	db.Close()
+	db = open(WithSelf("KME-A"))
+	if got := unpushedIDs(t, db); !slices.Equal(got, want) {
+		t.Fatalf("after reopen: unpushed %v, want %v", got, want)
+	}
+	// Writes made without the index are caught up at the next open with it.
+	db.Close()
+	db = open()
+	mustUpdate(t, db, 3, func(tx kms.Tx) error { return tx.PutReservation(reservation("k6", exp, kms.KeyIssued)) })
+	if got := unpushedIDs(t, db); len(got) != 0 {
+		t.Fatalf("without WithSelf: unpushed %v", got)
+	}
+	db.Close()
+	db = open(WithSelf("KME-A"))
+	want = []string{"k1", "k6"}
+	if got := unpushedIDs(t, db); !slices.Equal(got, want) {
+		t.Fatalf("reopened with WithSelf: unpushed %v, want %v", got, want)
+	}
+	// A file of an earlier version: no index at all.
+	db.Close()
+	b, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Update(func(btx *bolt.Tx) error {
+		return errors.Join(btx.DeleteBucket(bucketUnpushed), btx.Bucket(bucketMeta).Delete(keyUnpushedFor))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	db = open(WithSelf("KME-A"))
+	if got := unpushedIDs(t, db); !slices.Equal(got, want) {
+		t.Fatalf("file without an index: unpushed %v, want %v", got, want)
+	}
+	// Another site's view of the same records: the peer's reservation is its own.
+	db.Close()
+	db = open(WithSelf("KME-B"))
+	if got := unpushedIDs(t, db); !slices.Equal(got, []string{"k0-peer"}) {
+		t.Fatalf("as KME-B: unpushed %v", got)
+	}
+	db.Close()
+}
