@@ -41,8 +41,16 @@
 //
 // # Durability
 //
-// bbolt fsyncs every committed transaction (NoSync is never set). Update records the applied
-// raft index in the same transaction as the state it produced, so after a crash (kill -9
-// included) the file holds exactly the state of the last Update that returned, and
-// AppliedIndex tells the FSM where to resume.
+// bbolt fsyncs every committed transaction unless the node runs with `durability: os`
+// (WithoutFsync), where a commit survives a crash of the process but not of the machine. Update
+// records the applied raft index in the same transaction as the state it produced, so after a
+// crash (kill -9 included) the file holds exactly the state of the last Update that returned,
+// and AppliedIndex tells the FSM where to resume.
+//
+// # Derived records
+//
+// Besides the kms records the file holds indexes kept in the same transactions: reservations
+// by expiry time, request records by time, blocks by sequence number, and this site's
+// reservations the peer has not acknowledged (unpushed.go; built at open when missing). A
+// pool's list of owned blocks is a record of its own, written only when it changes (tx.go).
 package store
