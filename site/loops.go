@@ -180,7 +180,9 @@ func (n *Node) rebalance() {
 			if err != nil || p == nil {
 				return err
 			}
-			own = p.Available
+			if own = p.Available; own >= rebalanceLow {
+				return nil // enough key of its own: no need to walk the pool's blocks
+			}
 			return tx.Blocks(peerKME, func(b *kms.Block) bool {
 				if b.State == kms.BlockVerified && b.Owner == peerKME && b.Next == 0 {
 					theirs += int64(b.Bytes)
