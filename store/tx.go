@@ -335,6 +335,37 @@ func (t *tx) visitBlock(peer string, prefixLen int, fn func(*kms.Block) bool) fu
 // iterate calls visit with each key of bucket having prefix, in key order. It reads keys in
 // chunks and visits them with no cursor open, so visit may write to the same bucket (bbolt
 // cursors are not safe across modifications).
+func (t *tx) iterate(name, prefix []byte, visit func(k []byte) (bool, error)) error {
+	const chunk = 256
+	keys := make([][]byte, 0, chunk)
+	from := prefix
+	skipFirst := false
+	for {
+		keys = keys[:0]
+		c := t.bucket(name).Cursor()
+		k, _ := c.Seek(from)
+		if skipFirst && k != nil && bytes.Equal(k, from) {
+			k, _ = c.Next()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(keys) < chunk; k, _ = c.Next() {
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, k := range keys {
+			more, err := visit(k)
+			if err != nil {
+				return err
+			}
+			if !more {
+				return nil
+			}
+		}
+		if len(keys) < chunk {
+			return nil
+		}
+		from, skipFirst = keys[len(keys)-1], true
+	}
+}
+
 // iterateDesc is iterate in descending key order.
 func (t *tx) iterateDesc(name, prefix []byte, visit func(k []byte) (bool, error)) error {
 	const chunk = 256
@@ -388,37 +419,6 @@ func prefixEnd(prefix []byte) []byte {
 		}
 	}
 	return nil
-}
-
-func (t *tx) iterate(name, prefix []byte, visit func(k []byte) (bool, error)) error {
-	const chunk = 256
-	keys := make([][]byte, 0, chunk)
-	from := prefix
-	skipFirst := false
-	for {
-		keys = keys[:0]
-		c := t.bucket(name).Cursor()
-		k, _ := c.Seek(from)
-		if skipFirst && k != nil && bytes.Equal(k, from) {
-			k, _ = c.Next()
-		}
-		for ; k != nil && bytes.HasPrefix(k, prefix) && len(keys) < chunk; k, _ = c.Next() {
-			keys = append(keys, bytes.Clone(k))
-		}
-		for _, k := range keys {
-			more, err := visit(k)
-			if err != nil {
-				return err
-			}
-			if !more {
-				return nil
-			}
-		}
-		if len(keys) < chunk {
-			return nil
-		}
-		from, skipFirst = keys[len(keys)-1], true
-	}
 }
 
 // --- reservations ---
