@@ -336,60 +336,26 @@ func (t *tx) visitBlock(peer string, prefixLen int, fn func(*kms.Block) bool) fu
 // chunks and visits them with no cursor open, so visit may write to the same bucket (bbolt
 // cursors are not safe across modifications).
 func (t *tx) iterate(name, prefix []byte, visit func(k []byte) (bool, error)) error {
-	const chunk = 256
-	keys := make([][]byte, 0, chunk)
-	from := prefix
-	skipFirst := false
-	for {
-		keys = keys[:0]
-		c := t.bucket(name).Cursor()
-		k, _ := c.Seek(from)
-		if skipFirst && k != nil && bytes.Equal(k, from) {
-			k, _ = c.Next()
-		}
-		for ; k != nil && bytes.HasPrefix(k, prefix) && len(keys) < chunk; k, _ = c.Next() {
-			keys = append(keys, bytes.Clone(k))
-		}
-		for _, k := range keys {
-			more, err := visit(k)
-			if err != nil {
-				return err
-			}
-			if !more {
-				return nil
-			}
-		}
-		if len(keys) < chunk {
-			return nil
-		}
-		from, skipFirst = keys[len(keys)-1], true
-	}
+	return t.walk(name, prefix, false, visit)
 }
 
 // iterateDesc is iterate in descending key order.
 func (t *tx) iterateDesc(name, prefix []byte, visit func(k []byte) (bool, error)) error {
+	return t.walk(name, prefix, true, visit)
+}
+
+func (t *tx) walk(name, prefix []byte, desc bool, visit func(k []byte) (bool, error)) error {
 	const chunk = 256
 	keys := make([][]byte, 0, chunk)
-	var from []byte // the last key visited; nil: start at the end of the prefix
+	var from []byte // the last key visited, nil before the first chunk
 	for {
 		keys = keys[:0]
 		c := t.bucket(name).Cursor()
-		var k []byte
-		if from == nil {
-			// The last key before the first one past every key with this prefix.
-			if end := prefixEnd(prefix); end == nil {
-				k, _ = c.Last()
-			} else if k, _ = c.Seek(end); k == nil {
-				k, _ = c.Last()
-			} else {
-				k, _ = c.Prev()
-			}
-		} else if k, _ = c.Seek(from); k != nil {
-			k, _ = c.Prev() // from may be gone; Seek then lands on the key after it
-		} else {
-			k, _ = c.Last()
+		k, step := after(c, prefix, from), c.Next
+		if desc {
+			k, step = before(c, prefix, from), c.Prev
 		}
-		for ; k != nil && bytes.HasPrefix(k, prefix) && len(keys) < chunk; k, _ = c.Prev() {
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(keys) < chunk; k, _ = step() {
 			keys = append(keys, bytes.Clone(k))
 		}
 		for _, k := range keys {
@@ -406,6 +372,37 @@ func (t *tx) iterateDesc(name, prefix []byte, visit func(k []byte) (bool, error)
 		}
 		from = keys[len(keys)-1]
 	}
+}
+
+// after positions c on the first key after from (which may be gone since), or on the first key
+// with prefix when from is nil.
+func after(c *bolt.Cursor, prefix, from []byte) []byte {
+	if from == nil {
+		k, _ := c.Seek(prefix)
+		return k
+	}
+	k, _ := c.Seek(from)
+	if k != nil && bytes.Equal(k, from) {
+		k, _ = c.Next()
+	}
+	return k
+}
+
+// before positions c on the last key before from (which may be gone since), or on the last key
+// with prefix when from is nil.
+func before(c *bolt.Cursor, prefix, from []byte) []byte {
+	if from == nil {
+		if from = prefixEnd(prefix); from == nil { // no key is past every key with prefix
+			k, _ := c.Last()
+			return k
+		}
+	}
+	if k, _ := c.Seek(from); k == nil { // nothing at or after from
+		k, _ = c.Last()
+		return k
+	}
+	k, _ := c.Prev()
+	return k
 }
 
 // prefixEnd returns the least key greater than every key starting with prefix, or nil when
