@@ -193,16 +193,8 @@ func (m *Machine) applyMarkPushed(tx Tx, c *Command) *Result {
 		return fail(reject(ErrBadRequest, "mark pushed: no key IDs"))
 	}
 	for _, id := range ids {
-		r, err := tx.Reservation(id)
-		if err != nil {
-			return fail(storageErr("read reservation", err))
-		}
-		if r == nil || r.Owner != m.cfg.Self || r.Pushed {
-			continue
-		}
-		r.Pushed = true
-		if err := tx.PutReservation(r); err != nil {
-			return fail(storageErr("write reservation", err))
+		if err := tx.MarkPushed(m.cfg.Self, id); err != nil {
+			return fail(storageErr("mark reservation pushed", err))
 		}
 	}
 	return &Result{}

@@ -122,6 +122,9 @@ type Tx interface {
 	// decoding it.
 	HasReservation(keyID string) (bool, error)
 	PutReservation(r *Reservation) error
+	// MarkPushed records that the peer stored reservation keyID, if it is one site self issued
+	// that is still Issued and not marked yet (Reservation.Pushed); otherwise it does nothing.
+	MarkPushed(self, keyID string) error
 	DeleteReservation(keyID string) error
 	// ExpiredBefore lists up to limit key IDs of reservations (any state, tombstones included)
 	// with Expires <= t, earliest first.

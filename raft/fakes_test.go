@@ -265,6 +265,7 @@ func (ca *testCA) nodeTLS(t testing.TB, name string) *tls.Config {
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
 
 func (t *memTx) Blocks(peer string, fn func(*kms.Block) bool) error { return nil }
+func (t *memTx) MarkPushed(self, keyID string) error                { return nil }
 func (t *memTx) BlocksNewestFirst(peer string, fn func(*kms.Block) bool) error {
 	return nil
 }

@@ -48,8 +48,10 @@ var (
 	bucketMaterial = []byte("material") // blockKey(peer, id) -> bucket of header + segments
 	bucketOwned    = []byte("owned")    // peer -> the pool's Owned list
 	// bucketUnpushed: key ID -> empty for each reservation this site issued that the peer has
-	// not acknowledged (WithSelf; unpushed.go). Derived from bucketResv, and rebuilt from it
-	// when keyUnpushedFor does not name this site.
+	// not acknowledged (WithSelf; unpushed.go). It says whether such a reservation is pushed
+	// (MarkPushed removes the entry without rewriting the record). It is built from
+	// bucketResv when keyUnpushedFor does not name this site, after its knowledge was written
+	// into the records.
 	bucketUnpushed = []byte("unpushed")
 
 	keyApplied = []byte("applied")

@@ -434,6 +434,7 @@ func (t *tx) Reservation(keyID string) (*kms.Reservation, error) {
 	if err := decodeReservationRecord(raw, r); err != nil {
 		return nil, fmt.Errorf("store: reservation %s: %w", keyID, err)
 	}
+	t.pushedByIndex(r)
 	return r, nil
 }
 

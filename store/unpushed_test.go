@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -49,15 +50,33 @@ func TestUnpushedIndex(t *testing.T) {
 	if got := unpushedIDs(t, db); !slices.Equal(got, []string{"k1", "k2", "k3", "k4"}) {
 		t.Fatalf("unpushed %v", got)
 	}
-	pushed := reservation("k2", exp, kms.KeyIssued)
-	pushed.Pushed = true
+	var before []byte // k2's stored record
+	mustView(t, db, func(ktx kms.Tx) error { before = bytes.Clone(ktx.(*tx).get(bucketResv, []byte("k2"))); return nil })
 	mustUpdate(t, db, 2, func(tx kms.Tx) error {
-		return errors.Join(tx.PutReservation(pushed), tx.PutReservation(reservation("k3", exp, kms.KeyExpired)),
-			tx.DeleteReservation("k4"))
+		return errors.Join(tx.MarkPushed("KME-A", "k2"), tx.MarkPushed("KME-A", "k0-peer"), tx.MarkPushed("KME-A", "none"),
+			tx.PutReservation(reservation("k3", exp, kms.KeyExpired)), tx.DeleteReservation("k4"))
 	})
 	want := []string{"k1"}
 	if got := unpushedIDs(t, db); !slices.Equal(got, want) {
 		t.Fatalf("after push, expiry and delete: unpushed %v, want %v", got, want)
+	}
+	mustView(t, db, func(ktx kms.Tx) error {
+		if after := ktx.(*tx).get(bucketResv, []byte("k2")); !bytes.Equal(after, before) {
+			t.Error("MarkPushed rewrote the reservation record")
+		}
+		for id, want := range map[string]bool{"k1": false, "k2": true, "k0-peer": false} {
+			if r, err := ktx.Reservation(id); err != nil || r.Pushed != want {
+				t.Errorf("%s: Pushed %v (%v), want %v", id, r.Pushed, err, want)
+			}
+		}
+		return nil
+	})
+	// A record written as pushed leaves the index too.
+	pushed := reservation("k7", exp, kms.KeyIssued)
+	pushed.Pushed = true
+	mustUpdate(t, db, 3, func(tx kms.Tx) error { return tx.PutReservation(pushed) })
+	if got := unpushedIDs(t, db); !slices.Equal(got, want) {
+		t.Fatalf("after a put of a pushed record: unpushed %v, want %v", got, want)
 	}
 
 	db.Close()
@@ -68,10 +87,18 @@ func TestUnpushedIndex(t *testing.T) {
 	// Writes made without the index are caught up at the next open with it.
 	db.Close()
 	db = open()
-	mustUpdate(t, db, 3, func(tx kms.Tx) error { return tx.PutReservation(reservation("k6", exp, kms.KeyIssued)) })
+	mustUpdate(t, db, 4, func(tx kms.Tx) error { return tx.PutReservation(reservation("k6", exp, kms.KeyIssued)) })
 	if got := unpushedIDs(t, db); len(got) != 0 {
 		t.Fatalf("without WithSelf: unpushed %v", got)
 	}
+	mustView(t, db, func(tx kms.Tx) error { // the records now say what the index said
+		for id, want := range map[string]bool{"k1": false, "k2": true} {
+			if r, err := tx.Reservation(id); err != nil || r.Pushed != want {
+				t.Errorf("without the index, %s: Pushed %v (%v), want %v", id, r.Pushed, err, want)
+			}
+		}
+		return nil
+	})
 	db.Close()
 	db = open(WithSelf("KME-A"))
 	want = []string{"k1", "k6"}

@@ -131,6 +131,18 @@ func (t *Tx) PutReservation(r *kms.Reservation) error {
 	return nil
 }
 
+func (t *Tx) MarkPushed(self, keyID string) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	if r := t.res[keyID]; r != nil && r.Owner == self && r.State == kms.KeyIssued && !r.Pushed {
+		c := cloneRes(r)
+		c.Pushed = true
+		t.res[keyID] = c
+	}
+	return nil
+}
+
 func (t *Tx) DeleteReservation(keyID string) error {
 	if err := t.write(); err != nil {
 		return err
