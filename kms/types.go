@@ -77,7 +77,8 @@ type Reservation struct {
 	Issued     time.Time  `json:"issued"`
 	Expires    time.Time  `json:"expires"`
 	State      KeyState   `json:"state"`
-	// Pushed is set at the owner once the peer confirmed it stored the reservation.
+	// Pushed is set at the owner once the peer confirmed it stored the reservation, if that
+	// comes while it is Issued (Tx.MarkPushed; the store may keep it apart from the record).
 	Pushed bool `json:"pushed"`
 	// Epoch is the PQ epoch a hybrid or pqc key is derived from (EpochCmd); empty for qkd.
 	Epoch string `json:"epoch,omitempty"`
