@@ -30,16 +30,9 @@ func encodePool(p *kms.Pool) []byte {
 }
 
 // decodePoolRecord reads a pool record of either version. A record of recordVersion holds
-// the pool's Owned list too (legacy is true); one of poolVersion leaves p.Owned nil.
+// the pool's Owned list too (legacy is true); one of poolVersion leaves p.Owned as it was.
 func decodePoolRecord(raw []byte, p *kms.Pool) (legacy bool, err error) {
-	if len(raw) > 0 && raw[0] == poolVersion {
-		*p = kms.Pool{}
-		if err := kms.DecodePool(raw[1:], p); err != nil {
-			return false, fmt.Errorf("record body: %w: %w", err, ErrTampered)
-		}
-		return false, nil
-	}
-	return true, decodeRecord(raw, 0, p)
+	return len(raw) == 0 || raw[0] != poolVersion, decodeVersioned(raw, poolVersion, 0, p, kms.DecodePool)
 }
 
 // Blocks are read and written by every command that issues, fetches or expires keys, so they
@@ -56,11 +49,18 @@ func encodeBlock(seq []byte, blk *kms.Block) []byte {
 
 // decodeBlockRecord reads a block record of either version.
 func decodeBlockRecord(raw []byte, blk *kms.Block) error {
-	if len(raw) >= 9 && raw[0] == blockVersion {
-		if err := kms.DecodeBlock(raw[9:], blk); err != nil {
+	return decodeVersioned(raw, blockVersion, 8, blk, kms.DecodeBlock)
+}
+
+// decodeVersioned reads a record that is version, fixed bytes of index fields and a binary
+// body that decode reads, or a JSON record of recordVersion (with the same fixed bytes)
+// written before the binary codec existed.
+func decodeVersioned[T any](raw []byte, version byte, fixed int, v *T, decode func([]byte, *T) error) error {
+	if len(raw) > fixed && raw[0] == version {
+		if err := decode(raw[1+fixed:], v); err != nil {
 			return fmt.Errorf("record body: %w: %w", err, ErrTampered)
 		}
 		return nil
 	}
-	return decodeRecord(raw, 8, blk)
+	return decodeRecord(raw, fixed, v)
 }

@@ -508,13 +508,7 @@ func (t *tx) DeleteReservation(keyID string) error {
 // decodeReservationRecord reads a reservation record: the binary body (reservationVersion)
 // or JSON (recordVersion, written before the binary codec existed).
 func decodeReservationRecord(raw []byte, r *kms.Reservation) error {
-	if len(raw) >= 10 && raw[0] == reservationVersion {
-		if err := kms.DecodeReservation(raw[10:], r); err != nil {
-			return fmt.Errorf("record body: %w: %w", err, ErrTampered)
-		}
-		return nil
-	}
-	return decodeRecord(raw, 9, r)
+	return decodeVersioned(raw, reservationVersion, 9, r, kms.DecodeReservation)
 }
 
 func (t *tx) expiryKey(nanos []byte, keyID string) []byte {
