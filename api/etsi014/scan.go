@@ -74,31 +74,21 @@ func scanKeyRequest(b []byte) (w keyRequestWire, ok bool) {
 	if s.space(); s.i == len(s.b) {
 		return w, true // the default request
 	}
-	if !s.byte('{') {
-		return w, false
-	}
-	for more := !s.byte('}'); more; {
-		n, ok := s.member()
-		if !ok {
-			return w, false
-		}
+	ok = s.object(func(n []byte) bool {
 		v, ok := s.uint()
-		if !ok {
-			return w, false
-		}
 		switch {
+		case !ok:
+			return false
 		case string(n) == "number" && w.Number == nil:
 			w.Number = &v
 		case string(n) == "size" && w.Size == nil:
 			w.Size = &v
 		default:
-			return w, false
+			return false
 		}
-		if more, ok = s.next('}'); !ok {
-			return w, false
-		}
-	}
-	return w, s.end(0)
+		return true
+	})
+	return w, ok && s.end(0)
 }
 
 // scanner reads b from i on.
@@ -171,6 +161,24 @@ func (s *scanner) member() ([]byte, bool) {
 	return n, ok && s.byte(':')
 }
 
+// object reads an object, calling value to read the value of each member by its name; false
+// from value, or a malformed object, ends it with false.
+func (s *scanner) object(value func(name []byte) bool) bool {
+	if !s.byte('{') {
+		return false
+	}
+	for more := !s.byte('}'); more; {
+		n, ok := s.member()
+		if !ok || !value(n) {
+			return false
+		}
+		if more, ok = s.next('}'); !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // name reads a member name and the colon after it; the name must be want.
 func (s *scanner) name(want string) bool {
 	n, ok := s.member()
@@ -184,73 +192,55 @@ func (s *scanner) key() (k DeliveredKey, ok bool) {
 			clear(k.Bytes)
 		}
 	}()
-	if !s.byte('{') {
-		return k, false
-	}
 	var seenID, seenKey, seenExt bool
-	for more := true; more; {
-		n, ok := s.member()
-		if !ok {
-			return k, false
-		}
+	ok = s.object(func(n []byte) bool {
 		switch string(n) {
 		case "key_ID":
 			v, ok := s.str()
 			if !ok || seenID {
-				return k, false
+				return false
 			}
 			k.ID, seenID = string(v), true
 		case "key":
 			v, ok := s.str()
 			if !ok || seenKey {
-				return k, false
+				return false
 			}
 			k.Bytes = make([]byte, base64.StdEncoding.DecodedLen(len(v)))
 			m, err := base64.StdEncoding.Decode(k.Bytes, v)
 			if err != nil {
-				return k, false
+				return false
 			}
 			k.Bytes, seenKey = k.Bytes[:m], true
 		case "key_extension":
 			if seenExt {
-				return k, false
+				return false
 			}
 			if k.Extension, ok = s.stringMap(); !ok {
-				return k, false
+				return false
 			}
 			seenExt = true
 		default:
-			return k, false
+			return false
 		}
-		if more, ok = s.next('}'); !ok {
-			return k, false
-		}
-	}
-	return k, seenID && seenKey
+		return true
+	})
+	return k, ok && seenID && seenKey
 }
 
 // stringMap reads an object whose values are all strings.
 func (s *scanner) stringMap() (map[string]any, bool) {
-	if !s.byte('{') {
-		return nil, false
-	}
 	m := map[string]any{}
-	for more := !s.byte('}'); more; {
-		n, ok := s.member()
-		if !ok {
-			return nil, false
-		}
+	ok := s.object(func(n []byte) bool {
 		v, ok := s.str()
-		if !ok {
-			return nil, false
-		}
-		if _, dup := m[string(n)]; dup {
-			return nil, false
+		if _, dup := m[string(n)]; !ok || dup {
+			return false
 		}
 		m[string(n)] = string(v)
-		if more, ok = s.next('}'); !ok {
-			return nil, false
-		}
+		return true
+	})
+	if !ok {
+		return nil, false
 	}
 	return m, true
 }
