@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -129,11 +130,29 @@ func decodeKeys(body []byte) ([]DeliveredKey, error) {
 	return decodeKeysJSON(body)
 }
 
+// describeJSONError says what is wrong with a body encoding/json refused without quoting it:
+// encoding/json's own messages quote a character or a number of the body, which in a Key
+// container may be key material.
+func describeJSONError(err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("malformed JSON at byte %d", syntax.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("member %q is not of type %s", typ.Field, typ.Type)
+	}
+	return "not a Key container"
+}
+
 // decodeKeysJSON is decodeKeys with encoding/json, for any Key container.
 func decodeKeysJSON(body []byte) ([]DeliveredKey, error) {
 	var kc KeyContainer
 	if err := json.Unmarshal(body, &kc); err != nil {
-		return nil, fmt.Errorf("etsi014: decode key container: %w", err)
+		for _, k := range kc.Keys { // keys decoded before the error
+			clear(k.Key)
+		}
+		return nil, fmt.Errorf("etsi014: decode key container: %s", describeJSONError(err))
 	}
 	keys := make([]DeliveredKey, len(kc.Keys))
 	for i, k := range kc.Keys {

@@ -106,3 +106,22 @@ func TestScanRequests(t *testing.T) {
 		}
 	}
 }
+
+// A Key container the client cannot read is reported without quoting it: it may hold keys.
+func TestDecodeKeysErrorQuotesNoKey(t *testing.T) {
+	for _, body := range []string{
+		`{"keys":[{"key_ID":"a","key":QSECRETQ}]}`,
+		`{"keys":[{"key_ID":"a","key":987654321}]}`,
+		`{"keys":[{"key_ID":"a","key":"c2VjcmV0"},{"key_ID":"b","key":Z}]}`,
+	} {
+		_, err := decodeKeys([]byte(body))
+		if err == nil {
+			t.Fatalf("%s: decoded", body)
+		}
+		for _, secret := range []string{"QSECRETQ", "'Q'", "987654321", "'Z'", "c2VjcmV0"} {
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("%s: error %q quotes the body", body, err)
+			}
+		}
+	}
+}
