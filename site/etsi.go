@@ -286,10 +286,21 @@ func deliver(keys []kms.Key) []etsi014.DeliveredKey {
 	out := make([]etsi014.DeliveredKey, len(keys))
 	for i, k := range keys {
 		prov := provenanceOf(k)
-		out[i] = etsi014.DeliveredKey{ID: k.ID, Bytes: k.Bytes,
-			Extension: map[string]any{"qkms_provenance": string(prov)}}
+		ext := provenanceExt[prov]
+		if ext == nil {
+			ext = map[string]any{"qkms_provenance": string(prov)}
+		}
+		out[i] = etsi014.DeliveredKey{ID: k.ID, Bytes: k.Bytes, Extension: ext}
 	}
 	return out
+}
+
+// provenanceExt holds the key_extension of each known provenance, shared by every key
+// delivered with it (the handler only reads extensions). Never write to these maps.
+var provenanceExt = map[kms.Provenance]map[string]any{
+	kms.ProvenanceQKD:    {"qkms_provenance": string(kms.ProvenanceQKD)},
+	kms.ProvenanceHybrid: {"qkms_provenance": string(kms.ProvenanceHybrid)},
+	kms.ProvenancePQC:    {"qkms_provenance": string(kms.ProvenancePQC)},
 }
 
 // provenanceOf is a delivered key's provenance (QKD when the reservation does not say).

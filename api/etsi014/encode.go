@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 )
 
@@ -47,12 +48,11 @@ func appendKeyContainer(buf []byte, keys []DeliveredKey, containerExt map[string
 		buf = base64.StdEncoding.AppendEncode(buf, k.Bytes)
 		buf = append(buf, '"')
 		if len(k.Extension) > 0 {
-			ext, err := json.Marshal(k.Extension)
-			if err != nil {
+			buf = append(buf, `,"key_extension":`...)
+			var err error
+			if buf, err = appendObject(buf, k.Extension); err != nil {
 				return buf, fmt.Errorf("etsi014: encode key_extension of %s: %w", k.ID, err)
 			}
-			buf = append(buf, `,"key_extension":`...)
-			buf = append(buf, ext...)
 		}
 		buf = append(buf, '}')
 	}
@@ -64,6 +64,32 @@ func appendKeyContainer(buf []byte, keys []DeliveredKey, containerExt map[string
 		}
 		buf = append(buf, `,"key_container_extension":`...)
 		buf = append(buf, ext...)
+	}
+	return append(buf, '}'), nil
+}
+
+// appendObject appends m as a JSON object, as encoding/json writes it (members sorted by
+// name). An object of string members, as qkms puts in every key_extension, is written here;
+// any other goes through encoding/json.
+func appendObject(buf []byte, m map[string]any) ([]byte, error) {
+	var names [8]string
+	sorted := names[:0]
+	for n, v := range m {
+		if _, ok := v.(string); !ok || len(sorted) == len(names) {
+			ext, err := json.Marshal(m)
+			return append(buf, ext...), err
+		}
+		sorted = append(sorted, n)
+	}
+	slices.Sort(sorted)
+	buf = append(buf, '{')
+	for i, n := range sorted {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendString(buf, n)
+		buf = append(buf, ':')
+		buf = appendString(buf, m[n].(string))
 	}
 	return append(buf, '}'), nil
 }

@@ -68,7 +68,8 @@ type Error struct {
 }
 
 // DeliveredKey is one key as the Service hands it to the handler and as the Client returns
-// it. Extension becomes the entry's key_extension (e.g. {"qkms_provenance": "qkd"}).
+// it. Extension becomes the entry's key_extension (e.g. {"qkms_provenance": "qkd"}); the
+// handler only reads it, so a Service may give many keys the same map.
 type DeliveredKey struct {
 	ID        string
 	Bytes     []byte
