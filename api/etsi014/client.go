@@ -161,6 +161,31 @@ func decodeKeysJSON(body []byte) ([]DeliveredKey, error) {
 	return keys, nil
 }
 
+// readAnswer reads a body of at most maxResponseBytes+1 bytes. A body of announced length is
+// read into one buffer of that size (and one byte more, to see a longer one) instead of one
+// grown step by step, which would leave copies of the key material it carries behind.
+func readAnswer(resp *http.Response) ([]byte, error) {
+	n := resp.ContentLength
+	if n < 0 || n > maxResponseBytes {
+		return io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	}
+	body := make([]byte, 0, n+1)
+	r := io.LimitReader(resp.Body, maxResponseBytes+1)
+	for {
+		if len(body) == cap(body) {
+			body = append(body, 0)[:len(body)]
+		}
+		m, err := r.Read(body[len(body):cap(body)])
+		body = body[:len(body)+m]
+		if err == io.EOF {
+			return body, nil
+		}
+		if err != nil {
+			return body, err
+		}
+	}
+}
+
 func (c *Client) do(ctx context.Context, method, u string, reqBody []byte, hdr http.Header) ([]byte, error) {
 	var rd io.Reader
 	if reqBody != nil {
@@ -182,7 +207,7 @@ func (c *Client) do(ctx context.Context, method, u string, reqBody []byte, hdr h
 		return nil, fmt.Errorf("etsi014: %s %s: %w", method, u, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	body, err := readAnswer(resp)
 	if err != nil {
 		clear(body)
 		return nil, fmt.Errorf("etsi014: %s %s: read answer: %w", method, u, err)
