@@ -6,8 +6,10 @@
 // integrated storage, Consul):
 //
 //   - fsm.go: a BatchingFSM that applies every entry of a batch in ONE store transaction that
-//     also records the applied index, so a restart never re-applies (Ongaro, "Consensus:
-//     Bridging Theory and Practice", 2014, §5.4 on persisting the state machine with its index).
+//     also records the applied index, so a restart never re-applies an entry whose effects the
+//     store holds (Ongaro, "Consensus: Bridging Theory and Practice", 2014, §5.4 on persisting
+//     the state machine with its index). The sites' store lets several batches share that
+//     transaction (store.WithDeferredCommit); a crash then loses only effects the log holds.
 //     An entry of a later format version (kms.ErrNewerFormat) stops the node before it rather
 //     than being skipped, and a leader refuses forwarded entries it could not apply, so nodes of
 //     different versions never part (README, "Upgrading a site").

@@ -49,7 +49,7 @@ type fsm struct {
 	// entry is of a later version (kms.ErrNewerFormat): the node's state would fall behind its
 	// log, so the node must stop serving.
 	onFatal func(error)
-	// onApplied, when set, is told the commands of each entry of a committed Update, and nil
+	// onApplied, when set, is told the commands of each entry of an Update, and nil
 	// after a Restore (Config.OnApplied).
 	onApplied func(cmds []*kms.Command)
 

@@ -61,8 +61,8 @@ type Config struct {
 	// loses (false) leadership; the node wiring starts and stops leader-only loops from it.
 	// It must not block for long. Close ends with a call with false if the node was leader.
 	OnLeaderChange func(isLeader bool)
-	// OnApplied, when set, is called after each commit of the state store, once per entry it
-	// applied, with that entry's commands, in log order, on the goroutine that applies entries:
+	// OnApplied, when set, is called after each Update of the state store (committed, or
+	// deferred: store.WithDeferredCommit), once per entry it applied, with that entry's commands, in log order, on the goroutine that applies entries:
 	// a request waiting for a replicated effect (a pushed reservation) can be woken when it
 	// lands instead of re-reading the store after every entry. After a snapshot replaced all
 	// state it is called with nil. It must not block, and must not keep the commands.

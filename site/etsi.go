@@ -257,23 +257,11 @@ func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms
 func newKeyID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // missingReservations returns the IDs among keyIDs whose reservations this node does not hold.
-// A stale read suffices: an ID missed here is waited for or pulled needlessly, and storing a
-// reservation twice is a no-op; the Fetch itself goes through the log.
+// It reads the applied state without committing deferred updates (store.MissingReservations),
+// and without any check of leadership: an ID missed here is waited for or pulled needlessly,
+// and storing a reservation twice is a no-op; the Fetch itself goes through the log.
 func (n *Node) missingReservations(keyIDs []string) ([]string, error) {
-	var missing []string
-	err := n.rn.ReadStale(func(tx kms.Tx) error {
-		for _, id := range keyIDs {
-			ok, err := tx.HasReservation(id)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				missing = append(missing, id)
-			}
-		}
-		return nil
-	})
-	return missing, err
+	return n.db.MissingReservations(keyIDs)
 }
 
 // requestContext bounds an SAE request: a site without a leader (an election, a partition)

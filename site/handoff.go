@@ -166,8 +166,9 @@ func (h *handoffs) claim(rs []kms.Reservation) []*fetchWaiter {
 }
 
 // applied wakes the waiters for reservations that applied commands stored
-// (raft.Config.OnApplied). It runs after the state store committed them, so a woken waiter
-// that reads the store finds them. A PeerReserve that refused some reservation wakes its
+// (raft.Config.OnApplied). It runs once the state store applied them, so a woken waiter
+// that reads the store (MissingReservations, or any read, which commits deferred updates
+// first) finds them. A PeerReserve that refused some reservation wakes its
 // waiters too; they read the store and find what is really there. nil (a snapshot replaced
 // the state) wakes every waiter.
 func (h *handoffs) applied(cmds []*kms.Command) {

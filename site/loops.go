@@ -29,6 +29,13 @@ const (
 	expireBatch     = 4096
 	rebalanceEvery  = 2 * time.Second
 	repushEvery     = 3 * time.Second
+	// deferUpdates, deferDelay: the state store commits the entries raft applies together, up
+	// to deferUpdates of them or deferDelay after the first (store.WithDeferredCommit): in
+	// BenchmarkDeliver 8-14% less CPU per key than a commit per entry, and 7-8% with two
+	// 3-node sites, whose nodes apply fewer, larger entries. A crash costs the node the
+	// replay of that much of its log at restart.
+	deferUpdates = 256
+	deferDelay   = 50 * time.Millisecond
 	// requestSweepEvery bounds how long an expired request record outlives kms RequestTTL.
 	requestSweepEvery = 15 * time.Second
 	// rebalanceLow: a site owning less free key than this (bytes), and under a quarter of what

@@ -103,7 +103,7 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	storeOpts := []store.Option{store.WithSelf(cfg.KMEID)}
+	storeOpts := []store.Option{store.WithSelf(cfg.KMEID), store.WithDeferredCommit(deferUpdates, deferDelay)}
 	if cfg.Durability == "os" {
 		storeOpts = append(storeOpts, store.WithoutFsync())
 	}

@@ -83,6 +83,20 @@ type DB struct {
 
 	keys  *keyCache
 	owned ownedCache
+
+	// Deferred commits (deferred.go). wmu guards the open transaction and what goes with it;
+	// it is taken with mu read-locked (or write-locked), never the other way round.
+	deferMax   int
+	deferDelay time.Duration
+	wmu        sync.Mutex
+	open       *tx // applied updates not yet committed
+	openN      int
+	openGen    uint64
+	timer      *time.Timer
+	failed     error // a rolled-back or failed deferred commit: every later Update and View fails
+	// resMu guards openRes, the key IDs of the reservations written in open.
+	resMu   sync.Mutex
+	openRes map[string]struct{}
 }
 
 // Open opens (creating if needed) the store file at path, sealed under masterKey (32 bytes).
@@ -181,10 +195,14 @@ func (db *DB) Close() error {
 	if db.bolt == nil {
 		return nil
 	}
+	ferr := db.flush()
 	err := db.bolt.Close()
 	db.bolt = nil
 	if err != nil {
 		return fmt.Errorf("store: close %s: %w", db.path, err)
+	}
+	if ferr != nil {
+		return fmt.Errorf("store: close %s: %w", db.path, ferr)
 	}
 	return nil
 }
@@ -192,28 +210,59 @@ func (db *DB) Close() error {
 // Update runs fn in one read-write bbolt transaction. If index > 0 it also records index as the
 // applied raft index in the same transaction, so the state and the index that produced it are
 // durable together; an index at or below the recorded one fails with ErrStaleIndex. An error
-// from fn rolls everything back, index included.
+// from fn rolls everything back, index included. With WithDeferredCommit an Update with an
+// index may return before its transaction commits (deferred.go).
 func (db *DB) Update(index uint64, fn func(kms.Tx) error) error {
 	db.mu.RLock()
 	defer db.mu.RUnlock()
 	if db.bolt == nil {
 		return ErrClosed
 	}
-	return db.bolt.Update(func(btx *bolt.Tx) error {
+	if db.deferMax > 0 {
 		if index > 0 {
-			meta := btx.Bucket(bucketMeta)
-			if applied := decodeIndex(meta.Get(keyApplied)); index <= applied {
-				return fmt.Errorf("store: apply index %d (applied %d): %w", index, applied, ErrStaleIndex)
-			}
-			v := make([]byte, 8)
-			binary.BigEndian.PutUint64(v, index)
-			if err := meta.Put(keyApplied, v); err != nil {
-				return fmt.Errorf("store: record applied index %d: %w", index, err)
+			return db.updateDeferred(index, fn)
+		}
+		// Held throughout, so no deferred transaction opens meanwhile and waits on this one.
+		db.wmu.Lock()
+		defer db.wmu.Unlock()
+		if db.failed != nil {
+			return db.failed
+		}
+		if db.open != nil {
+			if err := db.commitOpenLocked(); err != nil {
+				return err
 			}
 		}
-		t := db.newTx(btx, true)
-		return fn(t)
+	}
+	return db.bolt.Update(func(btx *bolt.Tx) error {
+		if err := checkIndex(btx, index); err != nil {
+			return err
+		}
+		return db.apply(db.newTx(btx, true), index, fn)
 	})
+}
+
+// checkIndex fails with ErrStaleIndex when index > 0 is not above the applied index.
+func checkIndex(btx *bolt.Tx, index uint64) error {
+	if index == 0 {
+		return nil
+	}
+	if applied := decodeIndex(btx.Bucket(bucketMeta).Get(keyApplied)); index <= applied {
+		return fmt.Errorf("store: apply index %d (applied %d): %w", index, applied, ErrStaleIndex)
+	}
+	return nil
+}
+
+// apply records index (if > 0) as applied and runs fn, in t's transaction.
+func (db *DB) apply(t *tx, index uint64, fn func(kms.Tx) error) error {
+	if index > 0 {
+		v := make([]byte, 8)
+		binary.BigEndian.PutUint64(v, index)
+		if err := t.btx.Bucket(bucketMeta).Put(keyApplied, v); err != nil {
+			return fmt.Errorf("store: record applied index %d: %w", index, err)
+		}
+	}
+	return fn(t)
 }
 
 // View runs fn in a read-only transaction; the Tx's write methods return ErrReadOnly.
@@ -222,6 +271,9 @@ func (db *DB) View(fn func(kms.Tx) error) error {
 	defer db.mu.RUnlock()
 	if db.bolt == nil {
 		return ErrClosed
+	}
+	if err := db.flush(); err != nil {
+		return err
 	}
 	return db.bolt.View(func(btx *bolt.Tx) error {
 		return fn(db.newTx(btx, false))
@@ -234,6 +286,9 @@ func (db *DB) AppliedIndex() (uint64, error) {
 	defer db.mu.RUnlock()
 	if db.bolt == nil {
 		return 0, ErrClosed
+	}
+	if err := db.flush(); err != nil {
+		return 0, err
 	}
 	var idx uint64
 	err := db.bolt.View(func(btx *bolt.Tx) error {

@@ -44,8 +44,11 @@
 // bbolt fsyncs every committed transaction unless the node runs with `durability: os`
 // (WithoutFsync), where a commit survives a crash of the process but not of the machine. Update
 // records the applied raft index in the same transaction as the state it produced, so after a
-// crash (kill -9 included) the file holds exactly the state of the last Update that returned,
-// and AppliedIndex tells the FSM where to resume.
+// crash (kill -9 included) the file holds exactly the state of the last committed Update, and
+// AppliedIndex tells the FSM where to resume. Without WithDeferredCommit that is the last Update
+// that returned. With it (sites use it: deferred.go), raft's updates share a transaction for up
+// to 50 ms, and after a crash raft applies the entries of that last stretch again from its log,
+// where they were durable before they were applied; every read of the store sees them.
 //
 // # Derived records
 //

@@ -19,6 +19,9 @@ func (db *DB) Snapshot(w io.Writer) (int64, error) {
 	if db.bolt == nil {
 		return 0, ErrClosed
 	}
+	if err := db.flush(); err != nil {
+		return 0, err
+	}
 	var n int64
 	err := db.bolt.View(func(btx *bolt.Tx) error {
 		var err error
@@ -51,6 +54,12 @@ func (db *DB) Restore(r io.Reader) error {
 	if db.bolt == nil {
 		os.Remove(tmp)
 		return ErrClosed
+	}
+	// Deferred updates are replaced with everything else; committing them first leaves bbolt
+	// no open transaction to wait for.
+	if err := db.flush(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("store: restore %s: %w", db.path, err)
 	}
 	if err := db.bolt.Close(); err != nil {
 		os.Remove(tmp)
