@@ -9,6 +9,7 @@ import (
 	"io"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
@@ -54,15 +55,29 @@ const (
 	auditPage = 1024
 )
 
-// auditState is a node's audit identity and its checkpoint progress (leader loop only).
+// auditState is a node's audit identity and its checkpoint progress.
 type auditState struct {
 	key    *kms.AuditKey
 	signer *identity.Signer
 	every  uint64
 	period time.Duration
 
-	lastSeq  uint64    // last entry this node checkpointed
-	lastTime time.Time // when
+	mu       sync.Mutex // guards the two below: the loop and a forced checkpoint may overlap
+	lastSeq  uint64     // last entry this node checkpointed
+	lastTime time.Time  // when
+}
+
+// progress returns the last checkpoint this node made (0 and the zero time if none).
+func (a *auditState) progress() (uint64, time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lastSeq, a.lastTime
+}
+
+func (a *auditState) setProgress(seq uint64, at time.Time) {
+	a.mu.Lock()
+	a.lastSeq, a.lastTime = seq, at
+	a.mu.Unlock()
 }
 
 // openAudit loads the audit key and the signing key of cfg; master is the site's master key.
@@ -120,7 +135,7 @@ func (n *Node) auditLoop() {
 		case <-t.C:
 		}
 		if !n.rn.IsLeader() {
-			n.audit.lastSeq, n.audit.lastTime = 0, time.Time{}
+			n.audit.setProgress(0, time.Time{})
 			continue
 		}
 		if err := n.checkpoint(n.ctx, false); err != nil {
@@ -146,7 +161,7 @@ func (n *Node) checkpoint(ctx context.Context, force bool) error {
 	if err != nil || seq == 0 || headEvent == kms.EventCheckpoint {
 		return err
 	}
-	if !force && seq-a.lastSeq < a.every && time.Since(a.lastTime) < a.period {
+	if lastSeq, lastTime := a.progress(); !force && seq-lastSeq < a.every && time.Since(lastTime) < a.period {
 		return nil
 	}
 	sig, err := a.signer.Sign(audit.CheckpointMessage(n.cfg.KMEID, seq, head), audit.CheckpointContext)
@@ -158,7 +173,7 @@ func (n *Node) checkpoint(ctx context.Context, force bool) error {
 	if err != nil {
 		return fmt.Errorf("site: record checkpoint of entry %d: %w", seq, err)
 	}
-	a.lastSeq, a.lastTime = seq, time.Now()
+	a.setProgress(seq, time.Now())
 	return nil
 }
 
