@@ -91,7 +91,6 @@ type DB struct {
 	wmu        sync.Mutex
 	open       *tx // applied updates not yet committed
 	openN      int
-	openGen    uint64
 	timer      *time.Timer
 	failed     error // a rolled-back or failed deferred commit: every later Update and View fails
 	// resMu guards openRes, the key IDs of the reservations written in open.
@@ -225,13 +224,8 @@ func (db *DB) Update(index uint64, fn func(kms.Tx) error) error {
 		// Held throughout, so no deferred transaction opens meanwhile and waits on this one.
 		db.wmu.Lock()
 		defer db.wmu.Unlock()
-		if db.failed != nil {
-			return db.failed
-		}
-		if db.open != nil {
-			if err := db.commitOpenLocked(); err != nil {
-				return err
-			}
+		if err := db.flushLocked(); err != nil {
+			return err
 		}
 	}
 	return db.bolt.Update(func(btx *bolt.Tx) error {

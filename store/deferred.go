@@ -51,20 +51,21 @@ func (db *DB) updateDeferred(index uint64, fn func(kms.Tx) error) error {
 		}
 		db.open, db.openN = db.newTx(btx, true), 0
 		db.open.deferred = true
-		db.openGen++
-		gen := db.openGen
-		db.timer = time.AfterFunc(db.deferDelay, func() { db.flushGen(gen) })
+		// A timer that fires after its transaction was committed commits a later one early:
+		// harmless.
+		db.timer = time.AfterFunc(db.deferDelay, db.flushTimer)
 	}
 	if err := checkIndex(db.open.btx, index); err != nil {
 		return err // nothing written: the open transaction stays as it was
 	}
 	if err := db.apply(db.open, index, fn); err != nil {
-		db.failLocked(err)
+		db.failed = fmt.Errorf("store: deferred updates rolled back after: %w", err)
+		db.endOpenLocked(false)
 		return err
 	}
 	db.openN++
 	if db.openN >= db.deferMax {
-		return db.commitOpenLocked()
+		return db.flushLocked()
 	}
 	return nil
 }
@@ -76,61 +77,54 @@ func (db *DB) flush() error {
 	}
 	db.wmu.Lock()
 	defer db.wmu.Unlock()
+	return db.flushLocked()
+}
+
+// flushTimer commits the open transaction deferDelay after its first update.
+func (db *DB) flushTimer() {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	if db.bolt != nil {
+		db.flush() // an error is kept in db.failed
+	}
+}
+
+// flushLocked commits the open transaction, if any, or returns the failure that stopped the
+// DB. db.wmu is held.
+func (db *DB) flushLocked() error {
 	if db.failed != nil {
 		return db.failed
 	}
 	if db.open == nil {
 		return nil
 	}
-	return db.commitOpenLocked()
-}
-
-// flushGen is the timer of the open transaction of generation gen.
-func (db *DB) flushGen(gen uint64) {
-	db.mu.RLock()
-	defer db.mu.RUnlock()
-	if db.bolt == nil {
-		return
-	}
-	db.wmu.Lock()
-	defer db.wmu.Unlock()
-	if db.open != nil && db.openGen == gen && db.failed == nil {
-		db.commitOpenLocked() // an error is kept in db.failed
-	}
-}
-
-// commitOpenLocked commits the open transaction. db.wmu is held.
-func (db *DB) commitOpenLocked() error {
-	t := db.open
-	db.open = nil
-	db.timer.Stop()
-	err := t.btx.Commit()
-	// Cleared only now: MissingReservations looks at the set before the file, so a
-	// reservation is always in one of the two.
-	db.resMu.Lock()
-	clear(db.openRes)
-	db.resMu.Unlock()
-	if err != nil {
+	if err := db.endOpenLocked(true); err != nil {
 		db.failed = fmt.Errorf("store: commit of deferred updates: %w", err)
 		return db.failed
 	}
 	return nil
 }
 
-// failLocked rolls back the open transaction after err and keeps err for every later call.
-func (db *DB) failLocked(err error) {
-	db.failed = fmt.Errorf("store: deferred updates rolled back after: %w", err)
-	if db.open != nil {
-		db.open.btx.Rollback()
-		db.open = nil
-		db.timer.Stop()
+// endOpenLocked commits or rolls back the open transaction. db.wmu is held.
+func (db *DB) endOpenLocked(commit bool) error {
+	t := db.open
+	db.open = nil
+	db.timer.Stop()
+	var err error
+	if commit {
+		err = t.btx.Commit()
+	} else {
+		err = t.btx.Rollback()
 	}
+	// Cleared only now: MissingReservations looks at the set before the file, so a
+	// reservation is always in one of the two.
 	db.resMu.Lock()
 	clear(db.openRes)
 	db.resMu.Unlock()
+	return err
 }
 
-// noteReservation records that the open transaction wrote keyID's reservation.
+// noteReservation records that the open transaction created keyID's reservation.
 func (db *DB) noteReservation(keyID string) {
 	db.resMu.Lock()
 	if db.openRes == nil {

@@ -19,7 +19,7 @@ type tx struct {
 	db       *DB
 	btx      *bolt.Tx
 	writable bool
-	deferred bool // the open transaction of WithDeferredCommit: reservations it writes are noted
+	deferred bool // the open transaction of WithDeferredCommit: reservations it creates are noted
 
 	// scratch is reused for record keys and additional data; plain for decrypted segments.
 	// bbolt clones keys on Put, so reusing scratch for keys is safe; values are never scratch.
@@ -477,7 +477,7 @@ func (t *tx) PutReservation(r *kms.Reservation) error {
 	if err := t.indexReservation(id, r); err != nil {
 		return fmt.Errorf("store: put reservation %s: %w", r.KeyID, err)
 	}
-	if t.deferred {
+	if t.deferred && old == nil { // one already there is committed or noted
 		t.db.noteReservation(r.KeyID)
 	}
 	return nil
