@@ -119,9 +119,6 @@ type Tx interface {
 	Block(peer, id string) (*Block, error)
 	PutBlock(b *Block) error
 	Reservation(keyID string) (*Reservation, error)
-	// HasReservation says whether a reservation (tombstones included) exists, without
-	// decoding it.
-	HasReservation(keyID string) (bool, error)
 	PutReservation(r *Reservation) error
 	// MarkPushed records that the peer stored reservation keyID, if it is one site self issued
 	// that is still Issued and not marked yet (Reservation.Pushed); otherwise it does nothing.

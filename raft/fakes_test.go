@@ -164,7 +164,6 @@ func (t *memTx) Audit(from uint64, fn func(*kms.AuditEntry) bool) error  { retur
 func (t *memTx) Block(peer, id string) (*kms.Block, error)                     { return nil, nil }
 func (t *memTx) PutBlock(b *kms.Block) error                                   { return nil }
 func (t *memTx) Reservation(keyID string) (*kms.Reservation, error)            { return nil, nil }
-func (t *memTx) HasReservation(keyID string) (bool, error)                     { return false, nil }
 func (t *memTx) PutReservation(r *kms.Reservation) error                       { return nil }
 func (t *memTx) DeleteReservation(keyID string) error                          { return nil }
 func (t *memTx) ExpiredBefore(tm time.Time, limit int) ([]string, error)       { return nil, nil }

@@ -173,7 +173,10 @@ func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms
 	w := n.handoff.add(fetch, fetch.Fetch.KeyIDs)
 	defer n.handoff.remove(w)
 	settled := false // a push carried the Fetch, which did not deliver
-	missing, err := n.missingReservations(fetch.Fetch.KeyIDs)
+	// The applied state, deferred updates included, with no check of leadership: an ID missed
+	// here is waited for or pulled needlessly, and storing a reservation twice is a no-op; the
+	// Fetch itself goes through the log.
+	missing, err := n.db.MissingReservations(fetch.Fetch.KeyIDs)
 	if err == nil && len(missing) > 0 {
 		n.handoff.narrow(w, missing)
 		grace := time.NewTimer(pushGrace)
@@ -195,11 +198,11 @@ func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms
 			}
 			// The IDs of one enc_keys travel in one push: check the first, then the rest.
 			var first []string
-			if first, err = n.missingReservations(missing[:1]); err != nil {
+			if first, err = n.db.MissingReservations(missing[:1]); err != nil {
 				break wait
 			}
 			if len(first) == 0 {
-				if missing, err = n.missingReservations(missing); err != nil || len(missing) == 0 {
+				if missing, err = n.db.MissingReservations(missing); err != nil || len(missing) == 0 {
 					break wait
 				}
 			}
@@ -215,7 +218,7 @@ func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms
 	if settled {
 		// The handed-off Fetch failed, or its outcome is unknown: go on as if it had not been
 		// handed off.
-		missing, err = n.missingReservations(w.missing)
+		missing, err = n.db.MissingReservations(w.missing)
 	}
 	switch {
 	case err != nil:
@@ -255,14 +258,6 @@ func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms
 // names a key (SAEs exchange it in the clear); its issue time to the millisecond is no secret.
 // Like uuid.NewString it panics only if the system's random source fails.
 func newKeyID() string { return uuid.Must(uuid.NewV7()).String() }
-
-// missingReservations returns the IDs among keyIDs whose reservations this node does not hold.
-// It reads the applied state without committing deferred updates (store.MissingReservations),
-// and without any check of leadership: an ID missed here is waited for or pulled needlessly,
-// and storing a reservation twice is a no-op; the Fetch itself goes through the log.
-func (n *Node) missingReservations(keyIDs []string) ([]string, error) {
-	return n.db.MissingReservations(keyIDs)
-}
 
 // requestContext bounds an SAE request: a site without a leader (an election, a partition)
 // answers 503 after Config.RequestTimeout instead of holding the SAE.

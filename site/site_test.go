@@ -103,7 +103,7 @@ func waitApplied(t testing.TB, n *Node, what string, done func() (bool, error)) 
 func waitReservations(t testing.TB, n *Node, ids ...string) {
 	t.Helper()
 	waitApplied(t, n, "reservations pushed", func() (bool, error) {
-		missing, err := n.missingReservations(ids)
+		missing, err := n.db.MissingReservations(ids)
 		return len(missing) == 0, err
 	})
 }
@@ -456,11 +456,11 @@ func TestRequeueUnpushed(t *testing.T) {
 	if got := unpushed(); !slices.Equal(got, ids) {
 		t.Fatalf("unpushed %v, want %v", got, ids)
 	}
-	if missing, err := b.missingReservations(ids); err != nil || len(missing) != len(ids) {
+	if missing, err := b.db.MissingReservations(ids); err != nil || len(missing) != len(ids) {
 		t.Fatalf("the peer holds reservations never pushed: missing %v (%v)", missing, err)
 	}
 	a.requeueUnpushed()
-	if missing, err := b.missingReservations(ids); err != nil || len(missing) != 0 {
+	if missing, err := b.db.MissingReservations(ids); err != nil || len(missing) != 0 {
 		t.Fatalf("after the requeue the peer misses %v (%v)", missing, err)
 	}
 	if got := unpushed(); len(got) != 0 {
@@ -487,7 +487,7 @@ func TestPushMoreThanOneCall(t *testing.T) {
 	for i := range rs {
 		ids[i] = rs[i].KeyID
 	}
-	missing, err := b.missingReservations(ids)
+	missing, err := b.db.MissingReservations(ids)
 	if err != nil || len(missing) != 0 {
 		t.Fatalf("peer misses %d of %d reservations (%v)", len(missing), len(ids), err)
 	}

@@ -159,7 +159,7 @@ func (db *DB) MissingReservations(keyIDs []string) ([]string, error) {
 	err := db.bolt.View(func(btx *bolt.Tx) error {
 		t := db.newTx(btx, false)
 		for _, id := range rest {
-			if ok, _ := t.HasReservation(id); !ok {
+			if !t.hasReservation(id) {
 				missing = append(missing, id)
 			}
 		}

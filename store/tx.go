@@ -439,8 +439,9 @@ func (t *tx) Reservation(keyID string) (*kms.Reservation, error) {
 	return r, nil
 }
 
-func (t *tx) HasReservation(keyID string) (bool, error) {
-	return t.get(bucketResv, []byte(keyID)) != nil, nil
+// hasReservation says whether a reservation (tombstones included) exists, without decoding it.
+func (t *tx) hasReservation(keyID string) bool {
+	return t.get(bucketResv, []byte(keyID)) != nil
 }
 
 func (t *tx) PutReservation(r *kms.Reservation) error {

@@ -450,18 +450,15 @@ func TestPoolReadsAreCopies(t *testing.T) {
 	})
 }
 
-// HasReservation agrees with Reservation: before a put, after it (tombstones too) and after a
+// hasReservation agrees with Reservation: before a put, after it (tombstones too) and after a
 // delete.
 func TestHasReservation(t *testing.T) {
 	db, _ := openTestDB(t)
 	has := func(index uint64, id string) (bool, bool) {
 		var ok, decoded bool
-		mustUpdate(t, db, index, func(tx kms.Tx) error {
-			var err error
-			if ok, err = tx.HasReservation(id); err != nil {
-				return err
-			}
-			r, err := tx.Reservation(id)
+		mustUpdate(t, db, index, func(ktx kms.Tx) error {
+			ok = ktx.(*tx).hasReservation(id)
+			r, err := ktx.Reservation(id)
 			decoded = r != nil
 			return err
 		})

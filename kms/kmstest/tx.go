@@ -118,11 +118,6 @@ func (t *Tx) Reservation(keyID string) (*kms.Reservation, error) {
 	return nil, nil
 }
 
-func (t *Tx) HasReservation(keyID string) (bool, error) {
-	_, ok := t.res[keyID]
-	return ok, nil
-}
-
 func (t *Tx) PutReservation(r *kms.Reservation) error {
 	if err := t.write(); err != nil {
 		return err
