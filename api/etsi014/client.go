@@ -162,28 +162,18 @@ func decodeKeysJSON(body []byte) ([]DeliveredKey, error) {
 }
 
 // readAnswer reads a body of at most maxResponseBytes+1 bytes. A body of announced length is
-// read into one buffer of that size (and one byte more, to see a longer one) instead of one
-// grown step by step, which would leave copies of the key material it carries behind.
+// read into one buffer made for it, instead of one grown step by step, which would leave copies
+// of the key material it carries behind.
 func readAnswer(resp *http.Response) ([]byte, error) {
-	n := resp.ContentLength
-	if n < 0 || n > maxResponseBytes {
-		return io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	var size int64
+	if n := resp.ContentLength; n > 0 && n <= maxResponseBytes {
+		size = n
 	}
-	body := make([]byte, 0, n+1)
-	r := io.LimitReader(resp.Body, maxResponseBytes+1)
-	for {
-		if len(body) == cap(body) {
-			body = append(body, 0)[:len(body)]
-		}
-		m, err := r.Read(body[len(body):cap(body)])
-		body = body[:len(body)+m]
-		if err == io.EOF {
-			return body, nil
-		}
-		if err != nil {
-			return body, err
-		}
-	}
+	// ReadFrom keeps bytes.MinRead free before each read: with that much more, it never grows
+	// the buffer for a body no longer than announced.
+	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	_, err := buf.ReadFrom(io.LimitReader(resp.Body, maxResponseBytes+1))
+	return buf.Bytes(), err
 }
 
 func (c *Client) do(ctx context.Context, method, u string, reqBody []byte, hdr http.Header) ([]byte, error) {
