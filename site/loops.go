@@ -31,7 +31,7 @@ const (
 	repushEvery     = 3 * time.Second
 	// deferUpdates, deferDelay: the state store commits the entries raft applies together, up
 	// to deferUpdates of them or deferDelay after the first (store.WithDeferredCommit): in
-	// BenchmarkDeliver 8-14% less CPU per key than a commit per entry, and 7-8% with two
+	// BenchmarkDeliver 8-14% less CPU per key than a commit per entry, and 4-8% with two
 	// 3-node sites, whose nodes apply fewer, larger entries. A crash costs the node the
 	// replay of that much of its log at restart.
 	deferUpdates = 256
