@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -50,9 +51,19 @@ var ErrFingerprint = errors.New("kms: fingerprint does not authenticate under th
 type AuditKey struct {
 	mac []byte
 	enc cipher.Block
-	// macs holds HMAC-SHA256 states keyed with mac: keying one hashes two blocks and
+	// states holds *fpState with HMAC-SHA256 keyed with mac: keying one hashes two blocks and
 	// allocates, and Apply fingerprints every key it issues and fetches.
-	macs sync.Pool
+	states sync.Pool
+}
+
+// fpState is the working state of one fingerprint. Its buffers live with it because a slice
+// passed to a hash.Hash or cipher.Block method escapes to the heap.
+type fpState struct {
+	sha, mac hash.Hash
+	prefix   []byte // len(keyID) | keyID
+	digest   [sha256.Size]byte
+	tag      [sha256.Size]byte
+	ctr, ks  [aes.BlockSize]byte
 }
 
 // NewAuditKey derives the fingerprint keys from a site's AuditKeySize-byte audit key.
@@ -74,37 +85,62 @@ func NewAuditKey(secret []byte) (*AuditKey, error) {
 		return nil, fmt.Errorf("kms: audit key: %w", err)
 	}
 	k := &AuditKey{mac: mac, enc: enc}
-	k.macs.New = func() any { return hmac.New(sha256.New, k.mac) }
+	k.states.New = func() any { return &fpState{sha: sha256.New(), mac: hmac.New(sha256.New, k.mac)} }
 	return k, nil
 }
 
+var digestLabel = []byte("qkms audit key digest v1")
+
 // KeyDigest is the digest of a key that fingerprints carry (see above).
 func KeyDigest(keyID string, key []byte) []byte {
-	h := sha256.New()
-	h.Write([]byte("qkms audit key digest v1"))
-	h.Write(appendStr(nil, keyID))
-	h.Write(key)
-	return h.Sum(nil)
+	st := &fpState{sha: sha256.New()}
+	return bytes.Clone(st.keyDigest(keyID, key))
 }
 
-func (k *AuditKey) iv(keyID string, digest []byte) []byte {
-	m := k.macs.Get().(hash.Hash)
-	m.Reset()
-	var scratch [64]byte
-	m.Write(appendStr(scratch[:0], keyID))
-	m.Write(digest)
-	iv := m.Sum(nil)[:16]
-	k.macs.Put(m)
-	return iv
+// keyDigest computes d into st.digest, leaving len(keyID) | keyID in st.prefix.
+func (st *fpState) keyDigest(keyID string, key []byte) []byte {
+	st.prefix = appendStr(st.prefix[:0], keyID)
+	st.sha.Reset()
+	st.sha.Write(digestLabel)
+	st.sha.Write(st.prefix)
+	st.sha.Write(key)
+	return st.sha.Sum(st.digest[:0])
+}
+
+// iv computes the fingerprint's IV of digest d for the key ID in st.prefix.
+func (st *fpState) iv(d []byte) []byte {
+	st.mac.Reset()
+	st.mac.Write(st.prefix)
+	st.mac.Write(d)
+	return st.mac.Sum(st.tag[:0])[:aes.BlockSize]
+}
+
+// xorCTR sets dst to src XOR the AES-CTR key stream under k.enc from iv, a 128-bit big-endian
+// counter, as cipher.NewCTR does (TestXORCTR), without the allocations of a cipher.Stream.
+func (k *AuditKey) xorCTR(st *fpState, dst, src, iv []byte) {
+	copy(st.ctr[:], iv)
+	for off := 0; off < len(src); off += aes.BlockSize {
+		k.enc.Encrypt(st.ks[:], st.ctr[:])
+		subtle.XORBytes(dst[off:], src[off:], st.ks[:])
+		for i := len(st.ctr) - 1; i >= 0; i-- {
+			st.ctr[i]++
+			if st.ctr[i] != 0 {
+				break
+			}
+		}
+	}
+	clear(st.ks[:])
 }
 
 // Fingerprint returns the keyed fingerprint of key, delivered under keyID.
 func (k *AuditKey) Fingerprint(keyID string, key []byte) []byte {
-	d := KeyDigest(keyID, key)
-	iv := k.iv(keyID, d)
+	st := k.states.Get().(*fpState)
+	d := st.keyDigest(keyID, key)
 	out := make([]byte, FingerprintSize)
-	copy(out, iv)
-	cipher.NewCTR(k.enc, iv).XORKeyStream(out[16:], d)
+	copy(out, st.iv(d))
+	k.xorCTR(st, out[aes.BlockSize:], d, out[:aes.BlockSize])
+	clear(st.digest[:])
+	k.states.Put(st)
 	return out
 }
 
@@ -115,9 +151,12 @@ func (k *AuditKey) OpenFingerprint(keyID string, fp []byte) ([]byte, error) {
 	if len(fp) != FingerprintSize {
 		return nil, fmt.Errorf("%w: %d bytes, want %d", ErrFingerprint, len(fp), FingerprintSize)
 	}
+	st := k.states.Get().(*fpState)
+	defer k.states.Put(st)
 	d := make([]byte, sha256.Size)
-	cipher.NewCTR(k.enc, fp[:16]).XORKeyStream(d, fp[16:])
-	if subtle.ConstantTimeCompare(k.iv(keyID, d), fp[:16]) != 1 {
+	k.xorCTR(st, d, fp[aes.BlockSize:], fp[:aes.BlockSize])
+	st.prefix = appendStr(st.prefix[:0], keyID)
+	if subtle.ConstantTimeCompare(st.iv(d), fp[:aes.BlockSize]) != 1 {
 		return nil, ErrFingerprint
 	}
 	return d, nil
