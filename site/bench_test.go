@@ -84,7 +84,7 @@ func BenchmarkDeliver(b *testing.B) {
 // and 64 clients, as issue 4 measures them.
 func BenchmarkDeliver3(b *testing.B) {
 	for _, mode := range []string{"fsync", "os"} {
-		for _, n := range []int{1, 16} {
+		for _, n := range []int{1, 8, 16} {
 			b.Run(fmt.Sprintf("%s-n%d", mode, n), func(b *testing.B) {
 				benchDeliver(b, deliverSetup{mode: mode, number: n, nodes: 3, clients: 64})
 			})
