@@ -139,9 +139,16 @@ func (k *AuditKey) Fingerprint(keyID string, key []byte) []byte {
 	out := make([]byte, FingerprintSize)
 	copy(out, st.iv(d))
 	k.xorCTR(st, out[aes.BlockSize:], d, out[:aes.BlockSize])
+	k.putState(st)
+	return out
+}
+
+// putState returns st to the pool holding nothing derived from a key.
+func (k *AuditKey) putState(st *fpState) {
+	st.sha.Reset()
+	st.mac.Reset()
 	clear(st.digest[:])
 	k.states.Put(st)
-	return out
 }
 
 // OpenFingerprint checks a fingerprint made under this audit key for keyID and returns the key
@@ -152,7 +159,7 @@ func (k *AuditKey) OpenFingerprint(keyID string, fp []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %d bytes, want %d", ErrFingerprint, len(fp), FingerprintSize)
 	}
 	st := k.states.Get().(*fpState)
-	defer k.states.Put(st)
+	defer k.putState(st)
 	d := make([]byte, sha256.Size)
 	k.xorCTR(st, d, fp[aes.BlockSize:], fp[:aes.BlockSize])
 	st.prefix = appendStr(st.prefix[:0], keyID)
