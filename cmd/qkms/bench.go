@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +20,7 @@ import (
 
 	"github.com/qkms/qkms/api/etsi014"
 	"github.com/qkms/qkms/api/keydelivery"
+	"github.com/qkms/qkms/internal/cputime"
 	"github.com/qkms/qkms/pki"
 )
 
@@ -32,7 +38,17 @@ type benchResult struct {
 	Errors     int64                 `json:"errors"`
 	Mismatches int64                 `json:"mismatches"`
 	LatencyMS  map[string]percentile `json:"latency_ms"`
-	FirstError string                `json:"first_error,omitempty"`
+	// CPUPerKey is the CPU time (user + system) a verified key cost during the run.
+	CPUPerKey  cpuPerKey `json:"cpu_us_per_key"`
+	FirstError string    `json:"first_error,omitempty"`
+}
+
+// cpuPerKey is in microseconds of CPU per verified key: the bench's own process, and the sites'
+// processes as their metrics endpoints report process_cpu_seconds_total (omitted when
+// demo.json lists no metrics endpoint or one could not be read).
+type cpuPerKey struct {
+	Client float64  `json:"client"`
+	Sites  *float64 `json:"sites,omitempty"`
 }
 
 type percentile struct {
@@ -94,6 +110,11 @@ func newBenchCmd() *cobra.Command {
 				l := res.LatencyMS[k]
 				fmt.Fprintf(w, "%s_keys latency ms: p50 %.2f  p99 %.2f  p999 %.2f\n", k, l.P50, l.P99, l.P999)
 			}
+			fmt.Fprintf(w, "CPU per key: client %.1f us", res.CPUPerKey.Client)
+			if res.CPUPerKey.Sites != nil {
+				fmt.Fprintf(w, ", sites %.1f us", *res.CPUPerKey.Sites)
+			}
+			fmt.Fprintln(w)
 			if res.FirstError != "" {
 				fmt.Fprintf(w, "first error: %s\n", res.FirstError)
 			}
@@ -263,6 +284,7 @@ func runBench(ctx context.Context, df demoFile, load benchLoad) (*benchResult, e
 	if err := warmErr.Load(); err != nil {
 		return nil, fmt.Errorf("bench: open the clients' connections: %w", *err)
 	}
+	cpu := newCPUMeter(ctx, df)
 	var keys, errs, mismatches atomic.Int64
 	var firstErr atomic.Value
 	fail := func(err error) {
@@ -336,6 +358,7 @@ func runBench(ctx context.Context, df demoFile, load benchLoad) (*benchResult, e
 	res := &benchResult{Clients: clients, DurationS: elapsed, SizeBits: size, Number: number, Rate: load.rate,
 		Keys: keys.Load(), KeysPerS: float64(keys.Load()) / elapsed, Errors: errs.Load(),
 		Mismatches: mismatches.Load(), LatencyMS: map[string]percentile{}}
+	res.CPUPerKey = cpu.perKey(context.WithoutCancel(ctx), res.Keys)
 	if v := firstErr.Load(); v != nil {
 		res.FirstError = v.(string)
 	}
@@ -359,4 +382,101 @@ func percentiles(d []time.Duration) percentile {
 		return float64(d[i].Microseconds()) / 1000
 	}
 	return percentile{P50: at(0.50), P99: at(0.99), P999: at(0.999)}
+}
+
+// cpuMeter measures the CPU a run takes: the bench's own, and the sites' from the
+// process_cpu_seconds_total of their metrics endpoints.
+type cpuMeter struct {
+	client0 time.Duration
+	urls    []string  // one per site process
+	sites0  []float64 // nil when an endpoint could not be read
+}
+
+// siteProcesses lists one metrics endpoint per process of df's sites: the first site's when
+// all run in one process, else every node's.
+func siteProcesses(df demoFile) []string {
+	var urls []string
+	for _, s := range df.Sites {
+		if len(s.Nodes) == 0 && s.MetricsURL != "" {
+			urls = append(urls, s.MetricsURL)
+		}
+		for _, n := range s.Nodes {
+			if n.MetricsURL != "" {
+				urls = append(urls, n.MetricsURL)
+			}
+		}
+	}
+	if df.OneProcess && len(urls) > 0 {
+		return urls[:1]
+	}
+	return urls
+}
+
+func newCPUMeter(ctx context.Context, df demoFile) *cpuMeter {
+	m := &cpuMeter{urls: siteProcesses(df)}
+	m.sites0 = m.readSites(ctx)
+	m.client0 = cputime.Process()
+	return m
+}
+
+func (m *cpuMeter) readSites(ctx context.Context) []float64 {
+	if len(m.urls) == 0 {
+		return nil
+	}
+	out := make([]float64, len(m.urls))
+	for i, u := range m.urls {
+		v, err := processCPU(ctx, u)
+		if err != nil {
+			return nil
+		}
+		out[i] = v
+	}
+	return out
+}
+
+func (m *cpuMeter) perKey(ctx context.Context, keys int64) cpuPerKey {
+	client := cputime.Process() - m.client0
+	sites1 := m.readSites(ctx)
+	if keys <= 0 {
+		return cpuPerKey{}
+	}
+	res := cpuPerKey{Client: float64(client.Microseconds()) / float64(keys)}
+	if m.sites0 != nil && sites1 != nil {
+		var s float64
+		for i := range sites1 {
+			s += sites1[i] - m.sites0[i]
+		}
+		us := s * 1e6 / float64(keys)
+		res.Sites = &us
+	}
+	return res
+}
+
+// processCPU reads process_cpu_seconds_total from a Prometheus text-format endpoint.
+func processCPU(ctx context.Context, url string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 4<<20))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "process_cpu_seconds_total "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("%s: %w", url, err)
+	}
+	return 0, fmt.Errorf("%s: no process_cpu_seconds_total", url)
 }

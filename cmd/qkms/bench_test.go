@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -43,6 +47,10 @@ func TestBench(t *testing.T) {
 	if closed.Keys == 0 || closed.Errors != 0 || closed.Mismatches != 0 || closed.Rate != 0 {
 		t.Fatalf("closed loop: %+v", closed)
 	}
+	// The demo's sites run in this process, so both figures count its CPU.
+	if c := closed.CPUPerKey; c.Client <= 0 || c.Sites == nil || *c.Sites <= 0 {
+		t.Fatalf("closed loop: CPU per key %+v, want client and sites measured", c)
+	}
 
 	// 4 clients, 4 keys per request, 200 keys/s for 2 s: 100 requests are due, 25 per client.
 	const rate, number, d = 200.0, 4, 2 * time.Second
@@ -61,5 +69,48 @@ func TestBench(t *testing.T) {
 		if l := open.LatencyMS[k]; l.P50 <= 0 || l.P99 < l.P50 {
 			t.Fatalf("open loop %s latency %+v", k, l)
 		}
+	}
+}
+
+func TestProcessCPU(t *testing.T) {
+	body := "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n" +
+		"# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total_x 1\nprocess_cpu_seconds_total 12.34\n"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/metrics":
+			fmt.Fprint(w, body)
+		case "/other":
+			fmt.Fprint(w, "go_goroutines 7\n")
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	if v, err := processCPU(ctx, srv.URL+"/metrics"); err != nil || v != 12.34 {
+		t.Fatalf("processCPU = %v, %v; want 12.34", v, err)
+	}
+	for _, path := range []string{"/other", "/missing"} {
+		if v, err := processCPU(ctx, srv.URL+path); err == nil {
+			t.Fatalf("%s: processCPU = %v, want an error", path, v)
+		}
+	}
+}
+
+func TestSiteProcesses(t *testing.T) {
+	df := demoFile{Sites: []demoSite{
+		{MetricsURL: "http://a1", Nodes: []demoNode{{MetricsURL: "http://a1"}, {MetricsURL: "http://a2"}}},
+		{MetricsURL: "http://b1", Nodes: []demoNode{{MetricsURL: "http://b1"}, {}}},
+		{MetricsURL: "http://c"},
+	}}
+	if got, want := siteProcesses(df), []string{"http://a1", "http://a2", "http://b1", "http://c"}; !slices.Equal(got, want) {
+		t.Fatalf("separate processes: %v, want %v", got, want)
+	}
+	df.OneProcess = true
+	if got, want := siteProcesses(df), []string{"http://a1"}; !slices.Equal(got, want) {
+		t.Fatalf("one process: %v, want %v", got, want)
+	}
+	if got := siteProcesses(demoFile{OneProcess: true, Sites: []demoSite{{}}}); len(got) != 0 {
+		t.Fatalf("no endpoints: %v", got)
 	}
 }

@@ -23,6 +23,9 @@ import (
 type demoFile struct {
 	CA    string     `json:"ca"`
 	Sites []demoSite `json:"sites"`
+	// OneProcess says every node listed runs in one process (qkms demo), so any one metrics
+	// endpoint reports the CPU of all of them (`qkms bench` reads it).
+	OneProcess bool `json:"one_process,omitempty"`
 }
 
 type demoSite struct {
@@ -134,7 +137,7 @@ func newDemoCmd() *cobra.Command {
 
 // demoFileOf lists the endpoints and certificates of a running pair, as demo.json holds them.
 func demoFileOf(pair *site.Pair) demoFile {
-	df := demoFile{CA: pair.Layout.CACert}
+	df := demoFile{CA: pair.Layout.CACert, OneProcess: true}
 	for i, n := range pair.Sites {
 		ds := demoSite{KMEID: n.KMEID(), ETSI014URL: "https://" + n.ETSI014Addr(), PeerAddr: n.PeerAddr(), AdminAddr: n.AdminAddr()}
 		ds.GRPCAddr, ds.MetricsURL = n.GRPCAddr(), metricsURL(n)
