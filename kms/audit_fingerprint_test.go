@@ -16,12 +16,7 @@ import (
 // (audit_fingerprint.go) with the standard library's primitives, so a faster implementation
 // cannot drift from what earlier trails hold.
 func TestFingerprintConstruction(t *testing.T) {
-	secret := make([]byte, AuditKeySize)
-	rand.Read(secret)
-	ak, err := NewAuditKey(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
+	secret, ak := newTestAuditKey(t)
 	macKey, _ := hkdf.Key(sha256.New, secret, nil, "qkms audit fingerprint mac v1", 32)
 	encKey, _ := hkdf.Key(sha256.New, secret, nil, "qkms audit fingerprint enc v1", 32)
 	block, _ := aes.NewCipher(encKey)
@@ -64,12 +59,7 @@ func TestFingerprintConstruction(t *testing.T) {
 // TestXORCTR checks the fingerprint's CTR against cipher.NewCTR, with counters that carry
 // across 64-bit and byte boundaries.
 func TestXORCTR(t *testing.T) {
-	secret := make([]byte, AuditKeySize)
-	rand.Read(secret)
-	ak, err := NewAuditKey(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, ak := newTestAuditKey(t)
 	st := ak.states.Get().(*fpState)
 	ivs := [][]byte{
 		bytes.Repeat([]byte{0xff}, 16),
@@ -93,16 +83,22 @@ func TestXORCTR(t *testing.T) {
 }
 
 func BenchmarkFingerprint(b *testing.B) {
-	secret := make([]byte, AuditKeySize)
-	rand.Read(secret)
-	ak, err := NewAuditKey(secret)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, ak := newTestAuditKey(b)
 	key := make([]byte, 32)
 	rand.Read(key)
 	b.ReportAllocs()
 	for b.Loop() {
 		ak.Fingerprint("0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", key)
 	}
+}
+
+// newTestAuditKey is an audit key from a random secret, and the secret.
+func newTestAuditKey(t testing.TB) ([]byte, *AuditKey) {
+	secret := make([]byte, AuditKeySize)
+	rand.Read(secret)
+	ak, err := NewAuditKey(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return secret, ak
 }
