@@ -73,7 +73,8 @@ type Config struct {
 	// MaxInflight bounds the log entries the group-commit loop has in flight (default 1:
 	// the next entry fills while the previous is replicated and applied. More in flight
 	// makes entries smaller, and every entry costs fsyncs on each node; measured with
-	// BenchmarkPropose*, 1 was best on one node and on three).
+	// BenchmarkPropose*, 1 was best on one node and on three for tiny commands. Sites, whose
+	// entries cost more to apply than to store, use 2: see site.raftInflight).
 	MaxInflight int
 	// ProposeTimeout bounds Propose, Read and membership calls whose context has no
 	// deadline (default 10s).

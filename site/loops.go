@@ -36,6 +36,12 @@ const (
 	// replay of that much of its log at restart.
 	deferUpdates = 256
 	deferDelay   = 50 * time.Millisecond
+	// raftInflight is raft.Config.MaxInflight: the log entries the group-commit loop has in
+	// flight. With one, each entry waited for the one before to be applied, and every stage of
+	// the pipeline went idle in between. With two (BenchmarkDeliver3 at 8 keys per request, 12
+	// alternated pairs): median CPU per key 135 against 154 us and dec_keys p99 45 against 50
+	// ms; one node per site, 5 pairs: dec_keys p99 lower in all 5 (by 3-9%), CPU the same.
+	raftInflight = 2
 	// requestSweepEvery bounds how long an expired request record outlives kms RequestTTL.
 	requestSweepEvery = 15 * time.Second
 	// rebalanceLow: a site owning less free key than this (bytes), and under a quarter of what

@@ -139,6 +139,7 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		SnapshotThreshold: cfg.Raft.SnapshotThreshold, TrailingLogs: cfg.Raft.TrailingLogs,
 		HeartbeatTimeout: cfg.Raft.HeartbeatTimeout, ElectionTimeout: cfg.Raft.ElectionTimeout, LeaderLeaseTimeout: cfg.Raft.LeaderLeaseTimeout,
 		Applier: machine, Store: db, Logger: logger, OnApplied: n.handoff.applied,
+		MaxInflight: raftInflight,
 	})
 	if err != nil {
 		cancel()
