@@ -140,6 +140,7 @@ func benchLifecycle(b *testing.B, number, perCommit int, opts ...func(self strin
 	}
 }
 
+// siteOptions are the options of the store of site self: no fsync, and what extra gives.
 func siteOptions(self string, extra []func(string) []Option) []Option {
 	opts := []Option{WithoutFsync()}
 	for _, f := range extra {
