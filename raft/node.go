@@ -62,10 +62,11 @@ type Config struct {
 	// It must not block for long. Close ends with a call with false if the node was leader.
 	OnLeaderChange func(isLeader bool)
 	// OnApplied, when set, is called after each Update of the state store (committed, or
-	// deferred: store.WithDeferredCommit), once per entry it applied, with that entry's commands, in log order, on the goroutine that applies entries:
-	// a request waiting for a replicated effect (a pushed reservation) can be woken when it
-	// lands instead of re-reading the store after every entry. After a snapshot replaced all
-	// state it is called with nil. It must not block, and must not keep the commands.
+	// deferred: store.WithDeferredCommit), once per entry it applied, with that entry's
+	// commands, in log order, on the goroutine that applies entries: a request waiting for a
+	// replicated effect (a pushed reservation) can be woken when it lands instead of
+	// re-reading the store after every entry. After a snapshot replaced all state it is
+	// called with nil. It must not block, and must not keep the commands.
 	OnApplied func(cmds []*kms.Command)
 
 	// MaxBatch bounds the commands grouped into one log entry (default 512).

@@ -1,8 +1,8 @@
 package store
 
 import (
+	"bytes"
 	"errors"
-	"io"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -143,9 +143,7 @@ func TestDeferredCommitRestart(t *testing.T) {
 	mustUpdate(t, db, 3, putReservations("k3"))
 	// A crash: the open transaction is never committed (what the process's end does to it).
 	db.wmu.Lock()
-	db.open.btx.Rollback()
-	db.open = nil
-	db.timer.Stop()
+	db.endOpenLocked(false)
 	db.wmu.Unlock()
 	db.bolt.Close()
 	db.bolt = nil
@@ -190,13 +188,26 @@ func TestDeferredCommitFailure(t *testing.T) {
 
 // TestDeferredCommitSnapshot checks that a snapshot holds the deferred updates.
 func TestDeferredCommitSnapshot(t *testing.T) {
-	db, _, _ := openDeferred(t, 100, time.Hour)
+	db, _, key := openDeferred(t, 100, time.Hour)
 	mustUpdate(t, db, 1, putReservations("k1"))
-	if _, err := db.Snapshot(io.Discard); err != nil {
+	var snap bytes.Buffer
+	if _, err := db.Snapshot(&snap); err != nil {
 		t.Fatal(err)
 	}
 	if db.pending() {
 		t.Fatal("Snapshot copied the file without committing the deferred update")
+	}
+	// What the snapshot holds, restored into another node of the site (same master key).
+	other, err := Open(filepath.Join(t.TempDir(), "other.db"), key, WithDeferredCommit(100, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.Restore(&snap); err != nil {
+		t.Fatal(err)
+	}
+	if missing, _ := other.MissingReservations([]string{"k1"}); len(missing) != 0 {
+		t.Fatalf("the snapshot lacks the deferred update: missing %v", missing)
 	}
 }
 
