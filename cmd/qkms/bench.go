@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,6 +68,7 @@ func newBenchCmd() *cobra.Command {
 		protocol string
 		rate     float64
 		asJSON   bool
+		cpuprof  string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench --demo DIR/demo.json",
@@ -88,6 +90,13 @@ func newBenchCmd() *cobra.Command {
 			}
 			if len(df.Sites) < 2 || len(df.Sites[0].SAEs) == 0 || len(df.Sites[1].SAEs) == 0 {
 				return fmt.Errorf("%s: need two sites with an SAE each", demo)
+			}
+			if cpuprof != "" {
+				stop, err := startCPUProfile(cpuprof)
+				if err != nil {
+					return err
+				}
+				defer stop()
 			}
 			res, err := runBench(cmd.Context(), df, benchLoad{protocol: protocol, clients: clients, duration: duration, size: size, number: number, rate: rate})
 			if err != nil {
@@ -129,6 +138,7 @@ func newBenchCmd() *cobra.Command {
 	cmd.Flags().StringVar(&protocol, "protocol", "etsi014", "API to drive: etsi014 (REST) or grpc (qkms.v1.KeyDelivery)")
 	cmd.Flags().Float64Var(&rate, "rate", 0, "offered load in keys/s, spread evenly over the clients (open loop; enc_keys latency counts from when a request was due); 0: each client sends its next request as soon as the last is done")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	cmd.Flags().StringVar(&cpuprof, "cpuprofile", "", "write the bench client's CPU profile to this file (go tool pprof)")
 	return cmd
 }
 
@@ -370,6 +380,23 @@ func runBench(ctx context.Context, df demoFile, load benchLoad) (*benchResult, e
 		res.LatencyMS[name] = percentiles(all)
 	}
 	return res, nil
+}
+
+// startCPUProfile profiles this process into path until stop is called; a profile of the
+// client shows what driving the sites costs, apart from the sites' own work.
+func startCPUProfile(path string) (stop func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 func percentiles(d []time.Duration) percentile {

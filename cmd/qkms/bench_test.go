@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -69,6 +71,31 @@ func TestBench(t *testing.T) {
 		if l := open.LatencyMS[k]; l.P50 <= 0 || l.P99 < l.P50 {
 			t.Fatalf("open loop %s latency %+v", k, l)
 		}
+	}
+}
+
+func TestStartCPUProfile(t *testing.T) {
+	if _, err := startCPUProfile(filepath.Join(t.TempDir(), "no-such-dir", "cpu.prof")); err == nil {
+		t.Fatal("profile into a missing directory: no error")
+	}
+	path := filepath.Join(t.TempDir(), "cpu.prof")
+	stop, err := startCPUProfile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := startCPUProfile(filepath.Join(t.TempDir(), "second.prof")); err == nil {
+		t.Error("a second profile while one runs: no error")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A profile is gzip-compressed protobuf, even when it holds no sample.
+	if len(raw) < 2 || raw[0] != 0x1f || raw[1] != 0x8b {
+		t.Fatalf("profile of %d bytes is not gzip", len(raw))
 	}
 }
 
