@@ -169,6 +169,8 @@ func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms
 	if !ok || owner == n.cfg.KMEID {
 		return nil, nil // Fetch will report them as not found
 	}
+	outcome := fetchPresent
+	defer func() { n.observeFetchWait(owner, outcome) }()
 	// Register before the read: a reservation applied after it wakes w (handoffs.applied).
 	w := n.handoff.add(fetch, fetch.Fetch.KeyIDs)
 	defer n.handoff.remove(w)
@@ -178,6 +180,7 @@ func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms
 	// Fetch itself goes through the log.
 	missing, err := n.db.MissingReservations(fetch.Fetch.KeyIDs)
 	if err == nil && len(missing) > 0 {
+		outcome = fetchPushed // unless what follows finds otherwise
 		n.handoff.narrow(w, missing)
 		grace := time.NewTimer(pushGrace)
 		defer grace.Stop()
@@ -186,6 +189,7 @@ func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms
 			select {
 			case o := <-w.done: // a push carried the Fetch, and its entry is applied
 				if res := o.delivered(); res != nil {
+					outcome = fetchHandoff
 					return res, nil
 				}
 				settled = true
@@ -211,6 +215,10 @@ func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms
 	if !settled && !w.withdraw() { // a push claimed the Fetch
 		var res *kms.Result
 		if res, err = w.outcome(ctx); res != nil || err != nil {
+			outcome = fetchHandoff
+			if err != nil {
+				outcome = fetchError
+			}
 			return res, err
 		}
 		settled = true
@@ -222,8 +230,10 @@ func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms
 	}
 	switch {
 	case err != nil:
+		outcome = fetchError
 		return nil, err
 	case ctx.Err() != nil:
+		outcome = fetchUnavailable
 		return nil, fmt.Errorf("%w: the reservations have not arrived from %s yet; retry later", kms.ErrNotConfirmed, owner)
 	case len(missing) == 0:
 		return nil, nil
@@ -237,16 +247,20 @@ func (n *Node) ensureReservations(ctx context.Context, master string, fetch *kms
 		return err
 	})
 	if err != nil {
+		outcome = fetchUnavailable
 		return nil, fmt.Errorf("%w: the issuing site %s cannot be reached; retry later", kms.ErrNotConfirmed, owner)
 	}
 	if len(rs) == 0 {
+		outcome = fetchNotIssued
 		return nil, nil
 	}
 	// No request ID: storing a reservation is idempotent by key ID already.
 	_, err = n.propose(ctx, &kms.Command{PeerReserve: &kms.PeerReserveCmd{From: owner, Reservations: rs}})
 	if err != nil && !errorsIsApplied(err) {
+		outcome = fetchError
 		return nil, err
 	}
+	outcome = fetchPulled
 	return nil, nil
 }
 

@@ -45,6 +45,10 @@ type metrics struct {
 	requests *prometheus.HistogramVec
 	streams  *prometheus.CounterVec
 	streamed *prometheus.CounterVec
+
+	pushDuration *prometheus.HistogramVec
+	pushed       *prometheus.CounterVec
+	fetchWaits   *prometheus.CounterVec
 }
 
 // latencyBuckets span 0.25 ms to about 4 s: a delivery on one machine takes about a
@@ -80,9 +84,18 @@ func newMetrics(n *Node) *metrics {
 			Help: "gRPC key streams ended, per operation and status code."}, []string{"operation", "code"}),
 		streamed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_grpc_streamed_keys_total",
 			Help: "Keys sent on gRPC key streams, per operation."}, []string{"operation"}),
+		pushDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "qkms_peer_push_duration_seconds",
+			Help:    "Round trip of one push of reservations to a peer KME, its commit there included, per peer and result (ok, error); the count is the number of pushes.",
+			Buckets: latencyBuckets}, []string{"peer", "result"}),
+		pushed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_peer_pushed_reservations_total",
+			Help: "Reservations this node pushed to a peer KME, per peer and result: accepted (stored there), rejected (refused; retried later when the peer said so), unsent (no channel or the call failed; they wait in the store for the next attempt, or for the peer to pull them)."},
+			[]string{"peer", "result"}),
+		fetchWaits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qkms_fetch_reservations_total",
+			Help: "How fetches by slave SAEs (dec_keys, GetKeyWithIDs) at this node found the reservations of their keys, per issuing KME: present on arrival, pushed while the fetch waited, handoff (a push carried the fetch and applied it), pulled from the issuing site, not_issued (it holds none of the missing IDs), unavailable (the issuing site could not be reached, or the request's time ran out: 503), error."},
+			[]string{"peer", "outcome"}),
 	}
 	m.reg.MustRegister(m.keysIssued, m.keysFetched, m.keysExpired, m.keysRedelivered, m.linkBytes, m.linkBlocks, m.linkQBER,
-		m.linkLastBlock, m.apply, m.requests, m.streams, m.streamed, stateCollector{n},
+		m.linkLastBlock, m.apply, m.requests, m.streams, m.streamed, m.pushDuration, m.pushed, m.fetchWaits, stateCollector{n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -129,6 +142,48 @@ func (n *Node) observeCommand(c *kms.Command, res *kms.Result, err error, d time
 			}
 			return nil
 		})
+	}
+}
+
+// observePush records one push call to peer: how long it took and what became of the
+// reservations it carried (all unsent when err is set).
+func (n *Node) observePush(peer string, sent, accepted, rejected int, d time.Duration, err error) {
+	m := n.metrics
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+		m.pushed.WithLabelValues(peer, "unsent").Add(float64(sent))
+	} else {
+		m.pushed.WithLabelValues(peer, "accepted").Add(float64(accepted))
+		m.pushed.WithLabelValues(peer, "rejected").Add(float64(rejected))
+	}
+	m.pushDuration.WithLabelValues(peer, result).Observe(d.Seconds())
+}
+
+// observeUnsent counts reservations that could not be pushed to peer without a call.
+func (n *Node) observeUnsent(peer string, count int) {
+	if m := n.metrics; m != nil {
+		m.pushed.WithLabelValues(peer, "unsent").Add(float64(count))
+	}
+}
+
+// How a fetch found the reservations of its keys (ensureReservations).
+const (
+	fetchPresent     = "present"
+	fetchPushed      = "pushed"
+	fetchHandoff     = "handoff"
+	fetchPulled      = "pulled"
+	fetchNotIssued   = "not_issued"
+	fetchUnavailable = "unavailable"
+	fetchError       = "error"
+)
+
+func (n *Node) observeFetchWait(owner, outcome string) {
+	if m := n.metrics; m != nil {
+		m.fetchWaits.WithLabelValues(owner, outcome).Inc()
 	}
 }
 
@@ -181,6 +236,7 @@ var (
 	raftTermDesc    = prometheus.NewDesc("qkms_raft_term", "Current raft term.", nil, nil)
 	raftCommitDesc  = prometheus.NewDesc("qkms_raft_commit_index", "Raft commit index.", nil, nil)
 	raftAppliedDesc = prometheus.NewDesc("qkms_raft_applied_index", "Highest log index applied to this node's state store.", nil, nil)
+	unpushedDesc    = prometheus.NewDesc("qkms_unpushed_reservations", "Reservations this site issued that the peer KME has not acknowledged yet: a few in normal operation, growing while the peer channel is down (the peer's dec_keys for them answer 503 until it comes back).", nil, nil)
 )
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -191,6 +247,7 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- raftTermDesc
 	ch <- raftCommitDesc
 	ch <- raftAppliedDesc
+	ch <- unpushedDesc
 }
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -203,6 +260,9 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 			return true
 		})
 	})
+	if count, err := n.db.UnpushedCount(); err == nil {
+		ch <- prometheus.MustNewConstMetric(unpushedDesc, prometheus.GaugeValue, float64(count))
+	}
 	if n.rn == nil {
 		return
 	}

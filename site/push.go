@@ -131,6 +131,7 @@ func (n *Node) pushReservations(rs []kms.Reservation) []string {
 	for p, list := range byPeer {
 		c, err := n.peerClient(p)
 		if err != nil {
+			n.observeUnsent(p, len(list))
 			n.pushBacklog.Store(true)
 			n.log.Warn("push reservations: no peer channel", "peer", p, "err", err)
 			continue
@@ -139,9 +140,12 @@ func (n *Node) pushReservations(rs []kms.Reservation) []string {
 			chunk := list[:min(len(list), peer.MaxReservations)] // the batch may overshoot pushBatch
 			list = list[len(chunk):]
 			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			start := time.Now()
 			acc, rej, err := c.PushReservations(ctx, chunk)
 			cancel()
+			n.observePush(p, len(chunk), len(acc), len(rej), time.Since(start), err)
 			if err != nil {
+				n.observeUnsent(p, len(list)) // the rest of the batch is not sent either
 				n.peerFailed(p, err)
 				n.pushBacklog.Store(true)
 				n.log.Warn("push reservations failed; retrying later, and the peer can pull on demand", "peer", p, "keys", len(chunk)+len(list), "err", err)
