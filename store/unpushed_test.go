@@ -14,10 +14,14 @@ import (
 	"github.com/qkms/qkms/kms"
 )
 
+// unpushedIDs lists the index through Unpushed, and checks that UnpushedCount agrees.
 func unpushedIDs(t *testing.T, db *DB) (ids []string) {
 	t.Helper()
 	if err := db.Unpushed(func(r *kms.Reservation) bool { ids = append(ids, r.KeyID); return true }); err != nil {
 		t.Fatal(err)
+	}
+	if count, err := db.UnpushedCount(); err != nil || count != len(ids) {
+		t.Fatalf("UnpushedCount: %d, %v; Unpushed lists %d", count, err, len(ids))
 	}
 	return ids
 }
