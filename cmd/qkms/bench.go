@@ -96,7 +96,11 @@ func newBenchCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				defer stop()
+				defer func() {
+					if err := stop(); err != nil {
+						fmt.Fprintf(cmd.ErrOrStderr(), "--cpuprofile: %v\n", err)
+					}
+				}()
 			}
 			res, err := runBench(cmd.Context(), df, benchLoad{protocol: protocol, clients: clients, duration: duration, size: size, number: number, rate: rate})
 			if err != nil {
