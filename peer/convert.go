@@ -11,7 +11,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/qkms/qkms/api/peerpb"
@@ -58,6 +57,9 @@ func quote(s string) string {
 // bytes, UTF-8, no control characters, no slashes or "..") to KME, SAE and block IDs, which
 // end up in URL paths, file names and logs at the other site.
 func checkID(kind, id string) error {
+	if plainID(id) {
+		return nil
+	}
 	bad := ""
 	switch {
 	case id == "":
@@ -79,14 +81,54 @@ func checkID(kind, id string) error {
 	return nil
 }
 
+// plainID is checkID's common case in one pass and no allocation: a non-empty ASCII ID of at
+// most MaxIDLen bytes, with no slash, backslash, control character or "..", and not ".".
+// Every ID it accepts passes the full rule; the others (non-ASCII ones included) go through it.
+func plainID(id string) bool {
+	if id == "" || len(id) > MaxIDLen || id == "." {
+		return false
+	}
+	var prev byte
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if c < 0x20 || c >= 0x7f || c == '/' || c == '\\' || c == '.' && prev == '.' {
+			return false
+		}
+		prev = c
+	}
+	return true
+}
+
 // checkKeyID requires the canonical lower-case form of a UUID (RFC 9562 clause 4), so one key
 // has exactly one spelling at both sites.
 func checkKeyID(id string) error {
-	u, err := uuid.Parse(id)
-	if err != nil || u.String() != id {
+	if !canonicalUUID(id) {
 		return invalid("key ID %s is not a canonical lower-case UUID", quote(id))
 	}
 	return nil
+}
+
+// canonicalUUID says whether s is a UUID in its canonical form: 36 characters, hyphens at 8,
+// 13, 18 and 23, lower-case hexadecimal digits elsewhere. That is what uuid.Parse accepts and
+// String gives back unchanged, without parsing into a value and formatting it again.
+func canonicalUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // checkKeyIDs validates a list of key IDs: count, form, no duplicates.
@@ -249,6 +291,21 @@ func provenanceToProto(p kms.Provenance) peerpb.Provenance {
 	return peerpb.Provenance_PROVENANCE_UNSPECIFIED
 }
 
+// The range of a valid protobuf Timestamp, 0001-01-01 to 9999-12-31 UTC, in Unix seconds.
+const (
+	minTimestampSeconds = -62135596800
+	maxTimestampSeconds = 253402300799
+)
+
+// checkTimestamp is timestamppb.New(t).CheckValid() without building the message: a time.Time's
+// nanoseconds are always in range, so only its seconds can be outside.
+func checkTimestamp(t time.Time) error {
+	if sec := t.Unix(); sec >= minTimestampSeconds && sec <= maxTimestampSeconds {
+		return nil
+	}
+	return timestamppb.New(t).CheckValid()
+}
+
 func timeFromProto(what string, ts *timestamppb.Timestamp) (time.Time, error) {
 	if ts == nil {
 		return time.Time{}, invalid("%s time missing", what)
@@ -350,15 +407,14 @@ func checkReservation(r kms.Reservation) error {
 	if len(r.Slaves) == 0 || len(r.Slaves) > MaxSlaves {
 		return invalid("key %s: %d slaves, want 1 to %d", key, len(r.Slaves), MaxSlaves)
 	}
-	seen := make(map[string]struct{}, len(r.Slaves))
-	for _, s := range r.Slaves {
+	for i, s := range r.Slaves {
 		if err := checkID("slave SAE", s); err != nil {
 			return fmt.Errorf("key %s: %w", key, err)
 		}
-		if _, dup := seen[s]; dup {
+		// At most MaxSlaves, nearly always one: comparing with those before costs less than a map.
+		if slices.Contains(r.Slaves[:i], s) {
 			return invalid("key %s: slave %s appears twice", key, quote(s))
 		}
-		seen[s] = struct{}{}
 	}
 	// ETSI GS QKD 014 clause 6.4: key sizes are multiples of 8 bits.
 	if r.Bits <= 0 || r.Bits > MaxKeyBits || r.Bits%8 != 0 {
@@ -380,10 +436,10 @@ func checkReservation(r kms.Reservation) error {
 	if r.Issued.IsZero() || r.Expires.IsZero() {
 		return invalid("key %s: issued and expires times are required", key)
 	}
-	if err := timestamppb.New(r.Issued).CheckValid(); err != nil {
+	if err := checkTimestamp(r.Issued); err != nil {
 		return invalid("key %s: issued time: %v", key, err)
 	}
-	if err := timestamppb.New(r.Expires).CheckValid(); err != nil {
+	if err := checkTimestamp(r.Expires); err != nil {
 		return invalid("key %s: expires time: %v", key, err)
 	}
 	if !r.Expires.After(r.Issued) {
@@ -420,6 +476,9 @@ func checkRanges(r kms.Reservation) error {
 	}
 	if total*8 != r.Bits {
 		return invalid("key %s: ranges hold %d bytes for a %d-bit key", key, total, r.Bits)
+	}
+	if len(r.Ranges) == 1 {
+		return nil
 	}
 	sorted := slices.Clone(r.Ranges)
 	slices.SortFunc(sorted, func(a, b kms.Range) int {
