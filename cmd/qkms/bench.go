@@ -69,6 +69,7 @@ func newBenchCmd() *cobra.Command {
 		rate     float64
 		asJSON   bool
 		cpuprof  string
+		spread   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench --demo DIR/demo.json",
@@ -102,7 +103,7 @@ func newBenchCmd() *cobra.Command {
 					}
 				}()
 			}
-			res, err := runBench(cmd.Context(), df, benchLoad{protocol: protocol, clients: clients, duration: duration, size: size, number: number, rate: rate})
+			res, err := runBench(cmd.Context(), df, benchLoad{protocol: protocol, clients: clients, duration: duration, size: size, number: number, rate: rate, spread: spread})
 			if err != nil {
 				return err
 			}
@@ -142,6 +143,7 @@ func newBenchCmd() *cobra.Command {
 	cmd.Flags().StringVar(&protocol, "protocol", "etsi014", "API to drive: etsi014 (REST) or grpc (qkms.v1.KeyDelivery)")
 	cmd.Flags().Float64Var(&rate, "rate", 0, "offered load in keys/s, spread evenly over the clients (open loop; enc_keys latency counts from when a request was due); 0: each client sends its next request as soon as the last is done")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	cmd.Flags().BoolVar(&spread, "spread", false, "spread the clients over every node of each site (client i talks to node i), as encryptors behind a load balancer would; without it they all talk to each site's first node")
 	cmd.Flags().StringVar(&cpuprof, "cpuprofile", "", "write the bench client's CPU profile to this file (go tool pprof)")
 	return cmd
 }
@@ -211,6 +213,7 @@ type benchLoad struct {
 	clients, size, number int
 	duration              time.Duration
 	rate                  float64
+	spread                bool // client c talks to node c of each site (modulo its nodes), not the first
 }
 
 func runBench(ctx context.Context, df demoFile, load benchLoad) (*benchResult, error) {
@@ -243,11 +246,12 @@ func runBench(ctx context.Context, df demoFile, load benchLoad) (*benchResult, e
 		return etsiBench{etsi014.NewClient(site.ETSI014URL, cfg)}, nil
 	}
 	// Half the clients issue at A for B (SAE-A1 -> SAE-B1), half at B for A (the last SAE of B
-	// -> the last SAE of A), so both sites spend the blocks they own.
-	dirsFor := func() ([]direction, error) {
+	// -> the last SAE of A), so both sites spend the blocks they own. Node k of each site
+	// serves them (the first node unless --spread).
+	dirsFor := func(k int) ([]direction, error) {
 		var dirs []direction
 		for i := 0; i < 2; i++ {
-			ms, ss := df.Sites[i], df.Sites[1-i]
+			ms, ss := df.Sites[i].node(k), df.Sites[1-i].node(k)
 			master, slave := ms.SAEs[0], ss.SAEs[0]
 			if i == 1 {
 				master, slave = ms.SAEs[len(ms.SAEs)-1], ss.SAEs[len(ss.SAEs)-1]
@@ -264,15 +268,23 @@ func runBench(ctx context.Context, df demoFile, load benchLoad) (*benchResult, e
 		}
 		return dirs, nil
 	}
-	shared, err := dirsFor()
-	if err != nil {
-		return nil, err
+	nodes := 1
+	if load.spread {
+		nodes = max(len(df.Sites[0].Nodes), len(df.Sites[1].Nodes), 1)
+	}
+	shared := make([][]direction, nodes)
+	for k := range shared {
+		var err error
+		if shared[k], err = dirsFor(k); err != nil {
+			return nil, err
+		}
 	}
 	perClient := make([][]direction, clients)
 	for c := range perClient {
-		perClient[c] = shared
+		perClient[c] = shared[c%nodes]
 		if protocol == "grpc" {
-			if perClient[c], err = dirsFor(); err != nil {
+			var err error
+			if perClient[c], err = dirsFor(c % nodes); err != nil {
 				return nil, err
 			}
 		}
@@ -401,6 +413,17 @@ func startCPUProfile(path string) (stop func() error, err error) {
 		pprof.StopCPUProfile()
 		return f.Close()
 	}, nil
+}
+
+// node returns the site as its node k (modulo the nodes demo.json lists) serves it: that
+// node's ETSI 014 URL and gRPC address. A site listing no nodes is its own only node.
+func (s demoSite) node(k int) demoSite {
+	if len(s.Nodes) == 0 {
+		return s
+	}
+	n := s.Nodes[k%len(s.Nodes)]
+	s.ETSI014URL, s.GRPCAddr = n.ETSI014URL, n.GRPCAddr
+	return s
 }
 
 func percentiles(d []time.Duration) percentile {

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,6 +99,75 @@ func TestStartCPUProfile(t *testing.T) {
 	if len(raw) < 2 || raw[0] != 0x1f || raw[1] != 0x8b {
 		t.Fatalf("profile of %d bytes is not gzip", len(raw))
 	}
+}
+
+// With --spread the clients of a 3-node pair reach every node of both sites, for enc_keys and
+// for dec_keys, and every key still checks out.
+func TestBenchSpread(t *testing.T) {
+	params, err := qkdsim.Preset("apd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := site.StartPair(site.PairConfig{
+		Dir:    t.TempDir(),
+		KMEs:   [2]string{"KME-A", "KME-B"},
+		SAEs:   [2][]string{{"SAE-A1", "SAE-A2"}, {"SAE-B1", "SAE-B2"}},
+		Link:   &qkdsim.LinkConfig{Name: "A-B", Params: params, Distance: 25, Seed: 1},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Durability: "os", NodesPerSite: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pair.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := pair.WaitForKey(ctx, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	df := demoFileOf(pair)
+	res, err := runBench(ctx, df, benchLoad{protocol: "etsi014", clients: 6, duration: time.Second, size: 256, number: 2, spread: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Keys == 0 || res.Errors != 0 || res.Mismatches != 0 {
+		t.Fatalf("spread over 3 nodes: %+v", res)
+	}
+	for _, s := range df.Sites {
+		for _, n := range s.Nodes {
+			for _, op := range []string{"enc_keys", "dec_keys"} {
+				if got := answered(t, n.MetricsURL, op); got == 0 {
+					t.Errorf("node %s answered no %s", n.NodeID, op)
+				}
+			}
+		}
+	}
+}
+
+// answered is how many ETSI 014 requests of operation op the node behind a metrics URL has
+// answered with 200.
+func answered(t *testing.T, metricsURL, op string) float64 {
+	t.Helper()
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "qkms_request_duration_seconds_count{") && strings.Contains(line, `api="etsi014"`) &&
+			strings.Contains(line, `code="200"`) && strings.Contains(line, `operation="`+op+`"`) {
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err != nil {
+				t.Fatalf("metrics line %q: %v", line, err)
+			}
+			sum += v
+		}
+	}
+	return sum
 }
 
 func TestProcessCPU(t *testing.T) {
