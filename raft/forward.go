@@ -18,9 +18,10 @@ import (
 
 // Forwarding: a follower sends what only the leader can do (proposals, read indexes,
 // membership changes) to the leader over the internal mutual-TLS listener. One connection
-// carries a sequence of request/response frames: a 4-byte big-endian length and a JSON body.
-// Results may hold key bytes; they stay inside the site's trust domain (the internal listener
-// admits only the site's nodes) and are never logged.
+// carries a sequence of request/response frames: a 4-byte big-endian length and a body, JSON
+// for requests, JSON or binary (forward_codec.go) for answers. Results may hold key bytes; they
+// stay inside the site's trust domain (the internal listener admits only the site's nodes), are
+// never logged, and the frames that held them are cleared once written or decoded.
 
 // maxFrame bounds one forwarded message (a batch of up to MaxBatch commands or its results).
 const maxFrame = 64 << 20
@@ -37,6 +38,9 @@ type wireRequest struct {
 	Batch []byte `json:"batch,omitempty"` // encoded command batch, proposed as one log entry
 	ID    string `json:"id,omitempty"`
 	Addr  string `json:"addr,omitempty"`
+	// Bin asks for a binary answer (forward_codec.go). Leaders of earlier versions ignore it
+	// and answer JSON, which the caller reads as well.
+	Bin bool `json:"bin,omitempty"`
 }
 
 type wireResponse struct {
@@ -146,32 +150,85 @@ func writeFrame(w io.Writer, v any) error {
 	if err != nil {
 		return fmt.Errorf("raft: encode forwarded message: %w", err)
 	}
+	defer clear(body)
+	return writeBody(w, body)
+}
+
+// writeResponse writes an answer, binary when the request asked for it.
+func writeResponse(w io.Writer, resp *wireResponse, bin bool) error {
+	if !bin {
+		return writeFrame(w, resp)
+	}
+	buf := appendResponse(make([]byte, 4, 4+512), resp)
+	defer clear(buf)
+	return writeFramed(w, buf)
+}
+
+func writeBody(w io.Writer, body []byte) error {
 	if len(body) > maxFrame {
 		return fmt.Errorf("raft: forwarded message of %d bytes exceeds %d", len(body), maxFrame)
 	}
 	buf := make([]byte, 4+len(body))
-	binary.BigEndian.PutUint32(buf, uint32(len(body)))
+	defer clear(buf)
 	copy(buf[4:], body)
-	_, err = w.Write(buf)
+	return writeFramed(w, buf)
+}
+
+// writeFramed writes buf, whose first 4 bytes are left for the length of the rest.
+func writeFramed(w io.Writer, buf []byte) error {
+	if len(buf)-4 > maxFrame {
+		return fmt.Errorf("raft: forwarded message of %d bytes exceeds %d", len(buf)-4, maxFrame)
+	}
+	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
+	_, err := w.Write(buf)
 	return err
 }
 
-// readFrame reads one frame into v. It is the decoder of everything a peer node sends.
-func readFrame(r io.Reader, v any) error {
+// readBody reads one frame's body.
+func readBody(r io.Reader) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return err
+		return nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
 	if n > maxFrame {
-		return fmt.Errorf("raft: forwarded message of %d bytes exceeds %d", n, maxFrame)
+		return nil, fmt.Errorf("raft: forwarded message of %d bytes exceeds %d", n, maxFrame)
 	}
 	body := make([]byte, n)
 	if _, err := io.ReadFull(r, body); err != nil {
-		return fmt.Errorf("raft: read forwarded message: %w", err)
+		return nil, fmt.Errorf("raft: read forwarded message: %w", err)
 	}
+	return body, nil
+}
+
+// readFrame reads one JSON frame into v. With readResponse it is the decoder of everything a
+// peer node sends.
+func readFrame(r io.Reader, v any) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	defer clear(body)
 	if err := json.Unmarshal(body, v); err != nil {
 		return fmt.Errorf("raft: decode forwarded message: %w", err)
+	}
+	return nil
+}
+
+// readResponse reads an answer in either form.
+func readResponse(r io.Reader, resp *wireResponse) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	defer clear(body)
+	if len(body) > 0 && body[0] == '{' {
+		err = json.Unmarshal(body, resp)
+	} else {
+		err = decodeResponse(body, resp)
+	}
+	if err != nil {
+		return fmt.Errorf("raft: decode forwarded answer: %w", err)
 	}
 	return nil
 }
@@ -205,7 +262,7 @@ func (s *forwardServer) serve(c net.Conn) {
 			return
 		}
 		resp := s.handle(&req)
-		if err := writeFrame(c, resp); err != nil {
+		if err := writeResponse(c, resp, req.Bin); err != nil {
 			return
 		}
 	}
@@ -296,7 +353,7 @@ func (f *forwardClient) call(ctx context.Context, addr string, req *wireRequest)
 		return nil, true, fmt.Errorf("raft: forward %s to %s: %w", req.Op, addr, err)
 	}
 	resp = new(wireResponse)
-	if err := readFrame(c, resp); err != nil {
+	if err := readResponse(c, resp); err != nil {
 		_ = c.Close()
 		return nil, true, fmt.Errorf("raft: forward %s to %s: %w", req.Op, addr, err)
 	}
@@ -367,6 +424,7 @@ func (n *Node) forward(ctx context.Context, req *wireRequest) (*wireResponse, er
 		// We are named leader but lost it after the caller's check; retry.
 		return nil, hraft.ErrNotLeader
 	}
+	req.Bin = true
 	resp, sent, err := n.fwd.call(ctx, string(addr), req)
 	if err != nil {
 		if sent && req.Op == opPropose {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
+	"time"
 
 	hraft "github.com/hashicorp/raft"
 
@@ -12,14 +14,18 @@ import (
 )
 
 func TestWireResultRoundTrip(t *testing.T) {
-	res := &kms.Reservation{KeyID: "k1", Peer: "KME-B", Slaves: []string{"SAE-B1"}, Bits: 256}
+	at := time.Date(2026, 12, 7, 9, 30, 0, 123456789, time.UTC)
+	res := &kms.Reservation{KeyID: "k1", Peer: "KME-B", Owner: "KME-A", Master: "SAE-A1", Slaves: []string{"SAE-B1", "SAE-B2"},
+		Fetched: []string{"SAE-B2"}, Bits: 256, Ranges: []kms.Range{{Block: "b1", Off: 4064, Len: 32}},
+		Provenance: kms.ProvenanceHybrid, Issued: at, Expires: at.Add(time.Hour), State: kms.KeyFetched, Pushed: true, Epoch: "e1"}
 	tests := []struct {
 		name    string
 		in      *kms.Result
 		wantErr error
 	}{
-		{"keys", &kms.Result{Keys: []kms.Key{{ID: "k1", Bytes: []byte{1, 2, 3}, Res: res}}, Reservations: []kms.Reservation{*res}}, nil},
-		{"expired and transferred", &kms.Result{Expired: []string{"a"}, Transferred: []string{"b"}}, nil},
+		{"keys", &kms.Result{Keys: []kms.Key{{ID: "k1", Bytes: []byte{1, 2, 3}, Res: res}, {ID: "k2", Bytes: []byte{}}}, Reservations: []kms.Reservation{*res, {KeyID: "k3"}}}, nil},
+		{"expired and transferred", &kms.Result{Expired: []string{"a", ""}, Transferred: []string{"b"}}, nil},
+		{"empty", &kms.Result{}, nil},
 		{"internal error", &kms.Result{Err: errors.New("disk on fire")}, nil},
 	}
 	for _, k := range errorKinds {
@@ -29,42 +35,91 @@ func TestWireResultRoundTrip(t *testing.T) {
 			wantErr error
 		}{k.kind, &kms.Result{Err: fmt.Errorf("context: %w", k.err)}, k.err})
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			var buf bytes.Buffer
-			if err := writeFrame(&buf, &wireResponse{Results: []wireResult{toWireResult(tc.in)}}); err != nil {
-				t.Fatal(err)
-			}
-			var resp wireResponse
-			if err := readFrame(&buf, &resp); err != nil {
-				t.Fatal(err)
-			}
-			out := fromWireResult(&resp.Results[0])
-			if (tc.in.Err == nil) != (out.Err == nil) {
-				t.Fatalf("err %v became %v", tc.in.Err, out.Err)
-			}
-			if tc.in.Err != nil && out.Err.Error() != tc.in.Err.Error() {
-				t.Fatalf("message %q became %q", tc.in.Err, out.Err)
-			}
-			if tc.wantErr != nil && !errors.Is(out.Err, tc.wantErr) {
-				t.Fatalf("%v does not map back to %v", out.Err, tc.wantErr)
-			}
-			if len(out.Keys) != len(tc.in.Keys) || len(out.Reservations) != len(tc.in.Reservations) ||
-				fmt.Sprint(out.Expired, out.Transferred) != fmt.Sprint(tc.in.Expired, tc.in.Transferred) {
-				t.Fatalf("result %+v became %+v", tc.in, out)
-			}
-			for i := range out.Keys {
-				if out.Keys[i].ID != tc.in.Keys[i].ID || !bytes.Equal(out.Keys[i].Bytes, tc.in.Keys[i].Bytes) ||
-					out.Keys[i].Res.KeyID != tc.in.Keys[i].Res.KeyID {
-					t.Fatalf("key %d changed", i)
+	// JSON is what leaders of earlier versions answer, and what this version answers a follower
+	// that does not ask for binary; the caller reads both.
+	for _, bin := range []bool{false, true} {
+		for _, tc := range tests {
+			t.Run(fmt.Sprintf("%s/bin=%v", tc.name, bin), func(t *testing.T) {
+				var buf bytes.Buffer
+				sent := &wireResponse{Index: 42, Results: []wireResult{toWireResult(tc.in)}}
+				if err := writeResponse(&buf, sent, bin); err != nil {
+					t.Fatal(err)
 				}
-			}
-		})
+				if isJSON := buf.Bytes()[4] == '{'; isJSON == bin {
+					t.Fatalf("asked for binary: %v, got JSON: %v", bin, isJSON)
+				}
+				var resp wireResponse
+				if err := readResponse(&buf, &resp); err != nil {
+					t.Fatal(err)
+				}
+				if resp.Index != 42 || len(resp.Results) != 1 {
+					t.Fatalf("answer %+v", resp)
+				}
+				out := fromWireResult(&resp.Results[0])
+				if (tc.in.Err == nil) != (out.Err == nil) {
+					t.Fatalf("err %v became %v", tc.in.Err, out.Err)
+				}
+				if tc.in.Err != nil && out.Err.Error() != tc.in.Err.Error() {
+					t.Fatalf("message %q became %q", tc.in.Err, out.Err)
+				}
+				if tc.wantErr != nil && !errors.Is(out.Err, tc.wantErr) {
+					t.Fatalf("%v does not map back to %v", out.Err, tc.wantErr)
+				}
+				if len(out.Keys) != len(tc.in.Keys) || len(out.Reservations) != len(tc.in.Reservations) ||
+					fmt.Sprint(out.Expired, out.Transferred) != fmt.Sprint(tc.in.Expired, tc.in.Transferred) {
+					t.Fatalf("result %+v became %+v", tc.in, out)
+				}
+				for i, k := range out.Keys {
+					in := tc.in.Keys[i]
+					if k.ID != in.ID || !bytes.Equal(k.Bytes, in.Bytes) || (k.Res == nil) != (in.Res == nil) ||
+						k.Res != nil && !sameReservation(*k.Res, *in.Res) {
+						t.Fatalf("key %d: %+v became %+v", i, in, k)
+					}
+				}
+				for i, r := range out.Reservations {
+					if !sameReservation(r, tc.in.Reservations[i]) {
+						t.Fatalf("reservation %d: %+v became %+v", i, tc.in.Reservations[i], r)
+					}
+				}
+			})
+		}
+	}
+	// A top-level error, as a refused proposal gets.
+	var buf bytes.Buffer
+	if err := writeResponse(&buf, &wireResponse{Err: toWireError(hraft.ErrNotLeader)}, true); err != nil {
+		t.Fatal(err)
+	}
+	var resp wireResponse
+	if err := readResponse(&buf, &resp); err != nil || !errors.Is(fromWireError(resp.Err), hraft.ErrNotLeader) {
+		t.Fatalf("top-level error: %v, %+v", err, resp.Err)
 	}
 	// A wrapped raft error keeps its kind too (Propose's retry decision depends on it).
 	if !errors.Is(fromWireError(toWireError(fmt.Errorf("x: %w", hraft.ErrNotLeader))), hraft.ErrNotLeader) {
 		t.Fatal("ErrNotLeader lost over the wire")
 	}
+}
+
+// sameReservation compares every field, times as instants.
+func sameReservation(a, b kms.Reservation) bool {
+	if !a.Issued.Equal(b.Issued) || !a.Expires.Equal(b.Expires) {
+		return false
+	}
+	a.Issued, a.Expires, b.Issued, b.Expires = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	return reflect.DeepEqual(normalize(a), normalize(b))
+}
+
+// normalize treats empty and nil slices alike, as both encodings may.
+func normalize(r kms.Reservation) kms.Reservation {
+	if len(r.Slaves) == 0 {
+		r.Slaves = nil
+	}
+	if len(r.Fetched) == 0 {
+		r.Fetched = nil
+	}
+	if len(r.Ranges) == 0 {
+		r.Ranges = nil
+	}
+	return r
 }
 
 func TestReadFrameRejectsOversize(t *testing.T) {
@@ -85,7 +140,28 @@ func FuzzReadFrame(f *testing.F) {
 	_ = writeFrame(&buf, &wireResponse{Results: []wireResult{{Err: &wireError{Kind: "bad_request", Msg: "m"}, Keys: []wireKey{{ID: "k", Bytes: []byte{1}}}}}})
 	f.Add(buf.Bytes())
 	f.Add([]byte{0, 0, 0, 2, '{', '}'})
+	buf.Reset()
+	at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	_ = writeResponse(&buf, &wireResponse{Index: 7, Results: []wireResult{{Keys: []wireKey{{ID: "k", Bytes: []byte{1},
+		Res: &kms.Reservation{KeyID: "k", Slaves: []string{"s"}, Ranges: []kms.Range{{Block: "b", Len: 1}}, Issued: at}}},
+		Reservations: []kms.Reservation{{KeyID: "k"}}, Expired: []string{"e"}}}}, true)
+	f.Add(buf.Bytes())
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// An answer in either form: what decodes re-encodes in binary to the same answer.
+		var ans wireResponse
+		if readResponse(bytes.NewReader(data), &ans) == nil {
+			var out bytes.Buffer
+			if err := writeResponse(&out, &ans, true); err != nil {
+				t.Fatal(err)
+			}
+			var again wireResponse
+			if err := readResponse(&out, &again); err != nil {
+				t.Fatalf("re-encoded answer does not decode: %v", err)
+			}
+			if again.Index != ans.Index || len(again.Results) != len(ans.Results) || fmt.Sprint(again.Err) != fmt.Sprint(ans.Err) {
+				t.Fatalf("answer %+v became %+v", ans, again)
+			}
+		}
 		var req wireRequest
 		if readFrame(bytes.NewReader(data), &req) == nil {
 			var out bytes.Buffer

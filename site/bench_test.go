@@ -81,7 +81,8 @@ func BenchmarkDeliver(b *testing.B) {
 }
 
 // BenchmarkDeliver3 is BenchmarkDeliver for two 3-node sites (all six nodes in this process)
-// and 64 clients, as issue 4 measures them.
+// and 64 clients, as issue 4 measures them; os-n8-spread spreads the clients over the nodes,
+// as encryptors behind a load balancer would be.
 func BenchmarkDeliver3(b *testing.B) {
 	for _, mode := range []string{"fsync", "os"} {
 		for _, n := range []int{1, 8, 16} {
@@ -90,6 +91,9 @@ func BenchmarkDeliver3(b *testing.B) {
 			})
 		}
 	}
+	b.Run("os-n8-spread", func(b *testing.B) {
+		benchDeliver(b, deliverSetup{mode: "os", number: 8, nodes: 3, clients: 64, spread: true})
+	})
 }
 
 // deliverSetup is one configuration of benchDeliver.
@@ -100,6 +104,7 @@ type deliverSetup struct {
 	pause                  bool   // pause the link at both sites first (pqc-fallback then serves pqc)
 	want                   string // provenance every key must carry ("": not checked)
 	blocks, blockBytes     int    // key ingested first (0: 8 blocks of 1 MiB)
+	spread                 bool   // clients spread over every node of each site, not only the first
 }
 
 // benchDeliver counts keys, not requests: with number keys per request, b.N keys take b.N/number
@@ -130,15 +135,25 @@ func benchDeliver(b *testing.B, s deliverSetup) {
 		enc, dec      *etsi014.Client
 		master, slave string
 	}
-	dirs := []dir{
-		{tp.client(0, "SAE-A1"), tp.client(1, "SAE-B1"), "SAE-A1", "SAE-B1"},
-		{tp.client(1, "SAE-B2"), tp.client(0, "SAE-A2"), "SAE-B2", "SAE-A2"},
+	// dirs[i] are the two directions through the i-th node of each site: the first only, or
+	// every node with spread (client c then talks to node c/2 modulo the nodes).
+	var dirs [][2]dir
+	for k := range tp.Nodes[0] {
+		if k > 0 && !s.spread {
+			break
+		}
+		a, b := tp.Nodes[0][k].ETSI014Addr(), tp.Nodes[1][k].ETSI014Addr()
+		dirs = append(dirs, [2]dir{
+			{tp.clientAt(a, "SAE-A1"), tp.clientAt(b, "SAE-B1"), "SAE-A1", "SAE-B1"},
+			{tp.clientAt(b, "SAE-B2"), tp.clientAt(a, "SAE-A2"), "SAE-B2", "SAE-A2"},
+		})
 	}
+	dirOf := func(c uint64) dir { return dirs[(c/2)%uint64(len(dirs))][c%2] }
 	// Encryptors keep their connections: open one per client before the clock starts, so the
 	// figures are those of the steady state, not of 2*clients TLS handshakes at once.
 	var warm sync.WaitGroup
 	for i := range clients {
-		d := dirs[i%2]
+		d := dirOf(uint64(i))
 		warm.Go(func() {
 			keys, err := d.enc.GetKey(context.Background(), d.slave, etsi014.KeyRequest{Number: 1})
 			if err == nil {
@@ -158,7 +173,7 @@ func benchDeliver(b *testing.B, s deliverSetup) {
 	b.ResetTimer()
 	start, cpu0 := time.Now(), cputime.Process()
 	b.RunParallel(func(pb *testing.PB) {
-		d := dirs[next.Add(1)%2]
+		d := dirOf(next.Add(1) - 1)
 		ctx := context.Background()
 		var enc, dec []time.Duration
 		defer func() {
