@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -285,5 +287,50 @@ func TestReadWithoutQuorumFails(t *testing.T) {
 	_, err = nodes[2].Propose(ctx, ingest("q", 1))
 	if err == nil {
 		t.Fatal("propose without quorum succeeded")
+	}
+}
+
+// Followers' proposals reach the leader's own group commit: a group forwarded from a follower
+// stays consecutive even when it shares a log entry with the leader's proposals and those of
+// the other follower, and every command is applied once.
+func TestForwardedGroupsConsecutive(t *testing.T) {
+	ca := newTestCA(t, "site-A CA")
+	nodes := startSite(t, ca, nil)
+	const callers, rounds, size = 6, 8, 4
+	var wg sync.WaitGroup
+	errs := make(chan error, callers*rounds)
+	for c := range callers {
+		via := nodes[c%len(nodes)].Node // the leader and both followers
+		wg.Go(func() {
+			for i := range rounds {
+				cmds := make([]*kms.Command, size)
+				for j := range cmds {
+					cmds[j] = ingest(fmt.Sprintf("f-%d-%d-%d", c, i, j), 1)
+				}
+				res, err := via.ProposeAll(ctxT(t), cmds)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				first, _ := strconv.Atoi(string(res[0].Keys[0].Bytes))
+				for j, r := range res {
+					if r.Err != nil || r.Keys[0].ID != cmds[j].ReqID {
+						errs <- fmt.Errorf("caller %d command %d: %v %v", c, j, r.Err, r.Keys)
+					} else if got, _ := strconv.Atoi(string(r.Keys[0].Bytes)); got != first+j {
+						errs <- fmt.Errorf("caller %d group %d: command %d saw total %d, want %d (not consecutive)", c, i, j, got, first+j)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for _, n := range nodes {
+		if got, want := readAvailable(t, n.Node), int64(callers*rounds*size); got != want {
+			t.Fatalf("available on %s = %d, want %d", n.cfg.ID, got, want)
+		}
 	}
 }

@@ -294,10 +294,18 @@ func (s *forwardServer) handle(req *wireRequest) *wireResponse {
 		// Append only what this node's own state machine can apply: a follower running a
 		// later version may forward an entry in a format this one does not know, and every
 		// node of this version would then stop at it (fsm.ApplyBatch).
-		if _, err := decodeBatch(req.Batch); err != nil {
+		cmds, err := decodeBatch(req.Batch)
+		if err != nil {
 			return &wireResponse{Err: toWireError(fmt.Errorf("%w: forwarded batch: %v", ErrEntryDecode, err))}
 		}
-		res, err := n.applyEntry(req.Batch)
+		// Through this node's own group commit, as one group: the forwarded commands stay
+		// consecutive in one entry, which may also carry the leader's own proposals and those
+		// other followers forward meanwhile. With clients on every node, appending each
+		// forwarded batch as an entry of its own made three entries where one would do.
+		res, err := n.proposeOnce(ctx, cmds)
+		if err != nil && !errors.Is(err, ErrUnknownOutcome) && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+			err = fmt.Errorf("%w: not queued: %w", ErrNoLeader, err) // no effect: the follower may retry
+		}
 		if err != nil {
 			return &wireResponse{Err: toWireError(err)}
 		}
