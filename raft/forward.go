@@ -35,7 +35,7 @@ const (
 
 type wireRequest struct {
 	Op    string `json:"op"`
-	Batch []byte `json:"batch,omitempty"` // encoded command batch, proposed as one log entry
+	Batch []byte `json:"batch,omitempty"` // encoded command batch, proposed as one group (consecutive in one log entry)
 	ID    string `json:"id,omitempty"`
 	Addr  string `json:"addr,omitempty"`
 	// Bin asks for a binary answer (forward_codec.go). Leaders of earlier versions ignore it
@@ -165,9 +165,6 @@ func writeResponse(w io.Writer, resp *wireResponse, bin bool) error {
 }
 
 func writeBody(w io.Writer, body []byte) error {
-	if len(body) > maxFrame {
-		return fmt.Errorf("raft: forwarded message of %d bytes exceeds %d", len(body), maxFrame)
-	}
 	buf := make([]byte, 4+len(body))
 	defer clear(buf)
 	copy(buf[4:], body)
