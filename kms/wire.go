@@ -406,3 +406,56 @@ func (r *wireReader) reservation(res *Reservation) {
 	res.Pushed = r.bool()
 	res.Epoch = r.str()
 }
+
+// WireReader decodes the encoding of this file for formats of other packages built on it
+// (raft's forwarded answers). The first error (ErrShortWire) sticks; later reads return zero
+// values.
+type WireReader struct{ r wireReader }
+
+// NewWireReader reads b.
+func NewWireReader(b []byte) *WireReader { return &WireReader{wireReader{b: b}} }
+
+// Byte reads one byte.
+func (w *WireReader) Byte() byte { return w.r.byte() }
+
+// Uvarint reads an unsigned varint.
+func (w *WireReader) Uvarint() uint64 { return w.r.uvarint() }
+
+// Count reads the length of a list whose elements take at least min bytes each (at least one),
+// failing when the bytes left cannot hold that many: a malformed length cannot make the caller
+// allocate more than a small multiple of the input.
+func (w *WireReader) Count(min int) int {
+	n := w.r.count()
+	if min > 1 && n > len(w.r.b)/min {
+		w.r.fail()
+		return 0
+	}
+	return n
+}
+
+// Str reads a str.
+func (w *WireReader) Str() string { return w.r.str() }
+
+// Blob reads a str as bytes, aliasing the input.
+func (w *WireReader) Blob() []byte { return w.r.blob() }
+
+// List reads a list.
+func (w *WireReader) List() []string { return w.r.strs() }
+
+// Reservation reads a Reservation body written by AppendReservation.
+func (w *WireReader) Reservation(res *Reservation) { w.r.reservation(res) }
+
+// Fail marks the input malformed.
+func (w *WireReader) Fail() { w.r.fail() }
+
+// End reports the first error, or trailing bytes.
+func (w *WireReader) End() error { return w.r.end() }
+
+// AppendStr appends s as a str.
+func AppendStr(b []byte, s string) []byte { return appendStr(b, s) }
+
+// AppendBlob appends v as a str.
+func AppendBlob(b, v []byte) []byte { return appendBlob(b, v) }
+
+// AppendList appends ss as a list.
+func AppendList(b []byte, ss []string) []byte { return appendList(b, ss) }

@@ -2,6 +2,7 @@ package raft
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"reflect"
@@ -210,4 +211,30 @@ func FuzzApplyEntry(f *testing.F) {
 			t.Fatalf("applied index %d after entry 1 (%v), want %d", idx, out[0], want)
 		}
 	})
+}
+
+// A binary answer whose lengths claim more elements than its bytes can hold is refused before
+// anything is allocated for them.
+func TestDecodeResponseBoundsLengths(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body []byte
+	}{
+		{"results", binary.AppendUvarint([]byte{respBinary, 0, 0}, 1<<40)},
+		{"results beyond the bytes", append(binary.AppendUvarint([]byte{respBinary, 0, 0}, 3), make([]byte, 14)...)},
+		{"keys", append(binary.AppendUvarint([]byte{respBinary, 0, 0, 1, 0}, 10), make([]byte, 20)...)},
+		{"reservations", append(binary.AppendUvarint([]byte{respBinary, 0, 0, 1, 0, 0}, 3), make([]byte, 30)...)},
+		{"trailing bytes", []byte{respBinary, 0, 0, 0, 9}},
+		{"unknown form", []byte{2, 0, 0, 0}},
+	} {
+		var resp wireResponse
+		if err := decodeResponse(tc.body, &resp); err == nil {
+			t.Errorf("%s: decoded %+v", tc.name, resp)
+		}
+	}
+	// The same lengths with the bytes to back them decode.
+	var resp wireResponse
+	if err := decodeResponse([]byte{respBinary, 0, 0, 1, 0, 0, 0, 0, 0}, &resp); err != nil || len(resp.Results) != 1 {
+		t.Fatalf("one empty result: %v, %+v", err, resp)
+	}
 }
