@@ -267,6 +267,24 @@ func TestGroupCommitBatches(t *testing.T) {
 	}
 }
 
+// consecutive checks the results of a group of ingests of one byte each: every command
+// applied, and their running totals consecutive.
+func consecutive(cmds []*kms.Command, res []*kms.Result) error {
+	if len(res) != len(cmds) {
+		return fmt.Errorf("%d results for %d commands", len(res), len(cmds))
+	}
+	first, _ := strconv.Atoi(string(res[0].Keys[0].Bytes))
+	for j, r := range res {
+		if r.Err != nil || r.Keys[0].ID != cmds[j].ReqID {
+			return fmt.Errorf("command %d: %v %v", j, r.Err, r.Keys)
+		}
+		if got, _ := strconv.Atoi(string(r.Keys[0].Bytes)); got != first+j {
+			return fmt.Errorf("command %d saw total %d, want %d (not consecutive)", j, got, first+j)
+		}
+	}
+	return nil
+}
+
 // ProposeAll applies its commands one right after the other even while other proposals share
 // the log entries: with every ingest adding 1, a group's running totals are consecutive.
 func TestProposeAllConsecutive(t *testing.T) {
@@ -288,21 +306,11 @@ func TestProposeAllConsecutive(t *testing.T) {
 					cmds[j] = ingest(fmt.Sprintf("g-%d-%d-%d", c, i, j), 1)
 				}
 				res, err := n.ProposeAll(ctxT(t), cmds)
+				if err == nil {
+					err = consecutive(cmds, res)
+				}
 				if err != nil {
-					errs <- err
-					continue
-				}
-				if len(res) != size {
-					errs <- fmt.Errorf("%d results for %d commands", len(res), size)
-					continue
-				}
-				first, _ := strconv.Atoi(string(res[0].Keys[0].Bytes))
-				for j, r := range res {
-					if r.Err != nil || r.Keys[0].ID != cmds[j].ReqID {
-						errs <- fmt.Errorf("command %d: %v %v", j, r.Err, r.Keys)
-					} else if got, _ := strconv.Atoi(string(r.Keys[0].Bytes)); got != first+j {
-						errs <- fmt.Errorf("group %d-%d: command %d saw total %d, want %d (not consecutive)", c, i, j, got, first+j)
-					}
+					errs <- fmt.Errorf("group %d-%d: %w", c, i, err)
 				}
 			}
 		})

@@ -21,7 +21,12 @@ import (
 
 // TestBench drives a demo pair in a closed and in an open loop: every key is verified, and an
 // open loop issues no more than its schedule allows.
-func TestBench(t *testing.T) {
+// startBenchPair starts the demo's two sites with nodes nodes each, holding key, and returns
+// their demo file.
+func startBenchPair(t *testing.T, nodes int) demoFile {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	params, err := qkdsim.Preset("apd")
 	if err != nil {
 		t.Fatal(err)
@@ -31,18 +36,22 @@ func TestBench(t *testing.T) {
 		KMEs:   [2]string{"KME-A", "KME-B"},
 		SAEs:   [2][]string{{"SAE-A1", "SAE-A2"}, {"SAE-B1", "SAE-B2"}},
 		Link:   &qkdsim.LinkConfig{Name: "A-B", Params: params, Distance: 25, Seed: 1},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Durability: "os",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Durability: "os", NodesPerSite: nodes,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pair.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	t.Cleanup(func() { pair.Close() })
 	if err := pair.WaitForKey(ctx, 64<<10); err != nil {
 		t.Fatal(err)
 	}
-	df := demoFileOf(pair)
+	return demoFileOf(pair)
+}
+
+func TestBench(t *testing.T) {
+	df := startBenchPair(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 
 	closed, err := runBench(ctx, df, benchLoad{protocol: "etsi014", clients: 4, duration: time.Second, size: 256, number: 4})
 	if err != nil {
@@ -104,27 +113,9 @@ func TestStartCPUProfile(t *testing.T) {
 // With --spread the clients of a 3-node pair reach every node of both sites, for enc_keys and
 // for dec_keys, and every key still checks out.
 func TestBenchSpread(t *testing.T) {
-	params, err := qkdsim.Preset("apd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := site.StartPair(site.PairConfig{
-		Dir:    t.TempDir(),
-		KMEs:   [2]string{"KME-A", "KME-B"},
-		SAEs:   [2][]string{{"SAE-A1", "SAE-A2"}, {"SAE-B1", "SAE-B2"}},
-		Link:   &qkdsim.LinkConfig{Name: "A-B", Params: params, Distance: 25, Seed: 1},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Durability: "os", NodesPerSite: 3,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pair.Close()
+	df := startBenchPair(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := pair.WaitForKey(ctx, 64<<10); err != nil {
-		t.Fatal(err)
-	}
-	df := demoFileOf(pair)
 	res, err := runBench(ctx, df, benchLoad{protocol: "etsi014", clients: 6, duration: time.Second, size: 256, number: 2, spread: true})
 	if err != nil {
 		t.Fatal(err)
