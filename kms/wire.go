@@ -10,7 +10,9 @@ import (
 
 // The binary encoding shared by log entries (codec.go), the state store's reservation records
 // and the canonical form of audit entries (audit.go). All three are persistent: a change here
-// is a new version of each.
+// is a new version of each. Forwarded answers between the nodes of a site are built on it too
+// (raft/forward_codec.go, through WireReader and the Append functions), so a change is also one
+// between node versions.
 //
 //	str  = uvarint length, bytes
 //	list = uvarint count, str...
