@@ -142,10 +142,10 @@ func benchDeliver(b *testing.B, s deliverSetup) {
 		if k > 0 && !s.spread {
 			break
 		}
-		a, b := tp.Nodes[0][k].ETSI014Addr(), tp.Nodes[1][k].ETSI014Addr()
+		atA, atB := tp.Nodes[0][k].ETSI014Addr(), tp.Nodes[1][k].ETSI014Addr()
 		dirs = append(dirs, [2]dir{
-			{tp.clientAt(a, "SAE-A1"), tp.clientAt(b, "SAE-B1"), "SAE-A1", "SAE-B1"},
-			{tp.clientAt(b, "SAE-B2"), tp.clientAt(a, "SAE-A2"), "SAE-B2", "SAE-A2"},
+			{tp.clientAt(atA, "SAE-A1"), tp.clientAt(atB, "SAE-B1"), "SAE-A1", "SAE-B1"},
+			{tp.clientAt(atB, "SAE-B2"), tp.clientAt(atA, "SAE-A2"), "SAE-B2", "SAE-A2"},
 		})
 	}
 	dirOf := func(c uint64) dir { return dirs[(c/2)%uint64(len(dirs))][c%2] }
