@@ -145,13 +145,16 @@ func fromWireResult(w *wireResult) *kms.Result {
 	return r
 }
 
+// writeFrame writes v as one JSON frame.
 func writeFrame(w io.Writer, v any) error {
 	body, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("raft: encode forwarded message: %w", err)
 	}
 	defer clear(body)
-	return writeBody(w, body)
+	buf := append(make([]byte, 4, 4+len(body)), body...)
+	defer clear(buf)
+	return writeFramed(w, buf)
 }
 
 // writeResponse writes an answer, binary when the request asked for it.
@@ -161,13 +164,6 @@ func writeResponse(w io.Writer, resp *wireResponse, bin bool) error {
 	}
 	buf := appendResponse(make([]byte, 4, 4+512), resp)
 	defer clear(buf)
-	return writeFramed(w, buf)
-}
-
-func writeBody(w io.Writer, body []byte) error {
-	buf := make([]byte, 4+len(body))
-	defer clear(buf)
-	copy(buf[4:], body)
 	return writeFramed(w, buf)
 }
 
