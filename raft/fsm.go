@@ -49,9 +49,9 @@ type fsm struct {
 	// entry is of a later version (kms.ErrNewerFormat): the node's state would fall behind its
 	// log, so the node must stop serving.
 	onFatal func(error)
-	// onApplied, when set, is told the commands of each entry of an Update, and nil
-	// after a Restore (Config.OnApplied).
-	onApplied func(cmds []*kms.Command)
+	// onApplied, when set, is told the commands of each entry of an Update with their
+	// Results, and nil, nil after a Restore (Config.OnApplied).
+	onApplied func(cmds []*kms.Command, res []*kms.Result)
 
 	mu      sync.Mutex
 	applied uint64        // highest index whose effects are in the store
@@ -111,6 +111,7 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 	type entry struct {
 		pos  int
 		cmds []*kms.Command
+		res  []*kms.Result
 	}
 	var work []entry
 	var last uint64
@@ -151,12 +152,13 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 		return out
 	}
 	err := f.store.Update(last, func(tx kms.Tx) error {
-		for _, e := range work {
-			res := make([]*kms.Result, len(e.cmds))
+		for i := range work {
+			e := &work[i]
+			e.res = make([]*kms.Result, len(e.cmds))
 			for j, c := range e.cmds {
-				res[j] = f.applier.Apply(tx, c)
+				e.res[j] = f.applier.Apply(tx, c)
 			}
-			out[e.pos] = res
+			out[e.pos] = e.res
 		}
 		return nil
 	})
@@ -172,7 +174,7 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 	if f.onApplied != nil {
 		for _, e := range work {
 			if len(e.cmds) > 0 { // nil means a restore
-				f.onApplied(e.cmds)
+				f.onApplied(e.cmds, e.res)
 			}
 		}
 	}
@@ -219,7 +221,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.setApplied(idx)
 	if f.onApplied != nil {
-		f.onApplied(nil) // all state replaced: every waiter reads again
+		f.onApplied(nil, nil) // all state replaced: every waiter reads again
 	}
 	return nil
 }

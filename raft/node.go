@@ -63,11 +63,13 @@ type Config struct {
 	OnLeaderChange func(isLeader bool)
 	// OnApplied, when set, is called after each Update of the state store (committed, or
 	// deferred: store.WithDeferredCommit), once per entry it applied, with that entry's
-	// commands, in log order, on the goroutine that applies entries: a request waiting for a
-	// replicated effect (a pushed reservation) can be woken when it lands instead of
-	// re-reading the store after every entry. After a snapshot replaced all state it is
-	// called with nil. It must not block, and must not keep the commands.
-	OnApplied func(cmds []*kms.Command)
+	// commands and their Results (res[i] for cmds[i]), in log order, on the goroutine that
+	// applies entries: a request waiting for a replicated effect (a pushed reservation) can be
+	// woken when it lands instead of re-reading the store after every entry, and the leader
+	// can act on what every node's proposals did. After a snapshot replaced all state it is
+	// called with nil, nil. It must not block, and must keep neither slice: Results may hold
+	// key bytes.
+	OnApplied func(cmds []*kms.Command, res []*kms.Result)
 
 	// MaxBatch bounds the commands grouped into one log entry (default 512).
 	MaxBatch int

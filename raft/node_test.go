@@ -394,20 +394,26 @@ func TestAwaitEndsWithRaft(t *testing.T) {
 	}
 }
 
-// OnApplied hears every applied command once, in log order, after the store committed it:
-// what it is told about is already visible to readers.
+// OnApplied hears every applied command once, in log order, after the store committed it
+// (what it is told about is already visible to readers), with the Result its proposer gets.
 func TestOnAppliedAfterCommit(t *testing.T) {
 	cfg := testConfig(t, newTestCA(t, "site-A CA"), "n1")
 	cfg.Bootstrap = true
 	store := newMemStore()
 	var mu sync.Mutex
 	var heard []string
-	var early []string // commands heard before their effect was readable
-	cfg.OnApplied = func(cmds []*kms.Command) {
+	var early []string                  // commands heard before their effect was readable
+	results := map[string]*kms.Result{} // what the hook was told each command did
+	cfg.OnApplied = func(cmds []*kms.Command, res []*kms.Result) {
 		mu.Lock()
 		defer mu.Unlock()
-		for _, c := range cmds {
+		if len(res) != len(cmds) {
+			t.Errorf("told %d results for %d commands", len(res), len(cmds))
+			return
+		}
+		for i, c := range cmds {
 			heard = append(heard, c.ReqID)
+			results[c.ReqID] = res[i]
 			_ = store.View(func(tx kms.Tx) error {
 				if rec, _ := tx.Request(c.ReqID); rec == nil {
 					early = append(early, c.ReqID)
@@ -422,8 +428,15 @@ func TestOnAppliedAfterCommit(t *testing.T) {
 	for i := range 5 {
 		id := fmt.Sprintf("o-%d", i)
 		want = append(want, id)
-		if _, err := n.Propose(ctxT(t), ingest(id, 1)); err != nil {
+		res, err := n.Propose(ctxT(t), ingest(id, 1))
+		if err != nil {
 			t.Fatal(err)
+		}
+		mu.Lock()
+		told := results[id]
+		mu.Unlock()
+		if told != res {
+			t.Errorf("%s: the hook was told result %+v, the proposer got %+v", id, told, res)
 		}
 	}
 	mu.Lock()

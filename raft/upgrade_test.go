@@ -98,7 +98,7 @@ func TestOnAppliedAfterRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	var heard [][]*kms.Command
-	f.onApplied = func(cmds []*kms.Command) { heard = append(heard, cmds) }
+	f.onApplied = func(cmds []*kms.Command, _ []*kms.Result) { heard = append(heard, cmds) }
 	f.ApplyBatch([]*hraft.Log{{Index: 1, Type: hraft.LogCommand, Data: b}})
 	var img bytes.Buffer
 	if _, err := src.Snapshot(&img); err != nil {

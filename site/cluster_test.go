@@ -62,6 +62,57 @@ func TestThreeNodeSitesFailover(t *testing.T) {
 	waitSameDigest(t, b)
 }
 
+// The site's leader pushes the reservations of every Issue it applies, also of those proposed
+// through a follower: one push loop per site batches them all, and followers push nothing.
+func TestLeaderPushesFollowersIssues(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts six nodes")
+	}
+	tp := newTestPair(t, func(c *PairConfig) { c.NodesPerSite = 3 })
+	tp.ingest(2, 4096)
+	tp.waitKey(1024)
+	a, b := tp.Nodes[0], tp.Nodes[1]
+	leader := -1
+	for i, n := range a {
+		if n.leading.Load() {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatal("site A has no leader")
+	}
+	accepted := func(n *Node) float64 {
+		return max(0, scrape(t, n, "qkms_peer_pushed_reservations_total", `peer="KME-B"`, `result="accepted"`))
+	}
+	var before [3]float64
+	for i, n := range a {
+		before[i] = accepted(n)
+	}
+	var ids []string
+	for k := 1; k <= 2; k++ { // both followers
+		follower := a[(leader+k)%3]
+		keys, err := nodeClient(tp, follower, "SAE-A1").GetKey(context.Background(), "SAE-B1", etsi014.KeyRequest{Number: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range keys {
+			ids = append(ids, key.ID)
+		}
+	}
+	for _, n := range b {
+		waitReservations(t, n, ids...)
+	}
+	for i, n := range a {
+		got := accepted(n)
+		switch {
+		case i == leader && got < before[i]+float64(len(ids)):
+			t.Errorf("leader: %g reservations accepted by the peer, want at least %g", got, before[i]+float64(len(ids)))
+		case i != leader && got != before[i]:
+			t.Errorf("follower %d pushed %g reservations itself", i, got-before[i])
+		}
+	}
+}
+
 func nodeClient(tp *testPair, n *Node, sae string) *etsi014.Client {
 	tp.t.Helper()
 	return tp.clientAt(n.ETSI014Addr(), sae)

@@ -117,7 +117,7 @@ func (n *Node) issue(ctx context.Context, master, slave string, req issueRequest
 	if err != nil {
 		return nil, err
 	}
-	n.queuePush(res.Reservations)
+	// The leader queued res.Reservations for push when it applied the Issue (applied).
 	return res.Keys, nil
 }
 

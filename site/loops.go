@@ -11,8 +11,9 @@ import (
 	"github.com/qkms/qkms/peer"
 )
 
-// Background work runs only on the leader of the site, and restarts from the replicated state
-// whenever a node gains leadership: nothing it needs lives only in one node's memory.
+// Background work runs only on the leader of the site (as raft last told the node:
+// leaderChanged), and restarts from the replicated state whenever a node gains leadership:
+// nothing it needs lives only in one node's memory.
 const (
 	loopTick     = 200 * time.Millisecond
 	compareBatch = 256
@@ -49,10 +50,23 @@ const (
 	rebalanceLow = 1 << 20
 )
 
+// leaderChanged is raft.Config.OnLeaderChange: the leader loops start their work at once.
+func (n *Node) leaderChanged(leader bool) {
+	if leader {
+		n.takeover.Store(true) // before leading: the loops must not miss a quick loss and gain
+	}
+	n.leading.Store(leader)
+	if leader {
+		select {
+		case n.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
 func (n *Node) leaderLoops() {
 	t := time.NewTicker(loopTick)
 	defer t.Stop()
-	wasLeader := false
 	var lastRebalance, lastRepush time.Time
 	for {
 		select {
@@ -61,12 +75,13 @@ func (n *Node) leaderLoops() {
 		case <-t.C:
 		case <-n.kick:
 		}
-		if !n.rn.IsLeader() {
-			wasLeader = false
+		if !n.leading.Load() {
 			continue
 		}
-		if !wasLeader {
-			wasLeader = true
+		if n.takeover.Swap(false) {
+			// Issues applied from here on are queued as they are applied (applied); this
+			// finds those applied before this node knew it leads, and those its predecessor
+			// committed but never pushed.
 			n.requeueUnpushed()
 		}
 		// Reservations whose push failed wait in the store; retry them with a back-off while the

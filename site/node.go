@@ -67,7 +67,9 @@ type Node struct {
 	pushed      chan []string // key IDs the peer acknowledged, for markLoop
 	handoff     handoffs      // dec_keys waiting here for a push (handoff.go)
 	pushBacklog atomic.Bool   // some reservation could not be pushed; rescan the store
-	kick        chan struct{} // wakes the verifier after an ingest
+	leading     atomic.Bool   // raft says this node leads its site (leaderChanged)
+	takeover    atomic.Bool   // it gained leadership since the leader loops last looked
+	kick        chan struct{} // wakes the leader loops (after an ingest, on gaining leadership)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -138,7 +140,7 @@ func Open(cfg Config, logger *slog.Logger) (*Node, error) {
 		TLS: raftTLS, Bootstrap: cfg.Raft.Bootstrap, NoFsync: cfg.Durability == "os",
 		SnapshotThreshold: cfg.Raft.SnapshotThreshold, TrailingLogs: cfg.Raft.TrailingLogs,
 		HeartbeatTimeout: cfg.Raft.HeartbeatTimeout, ElectionTimeout: cfg.Raft.ElectionTimeout, LeaderLeaseTimeout: cfg.Raft.LeaderLeaseTimeout,
-		Applier: machine, Store: db, Logger: logger, OnApplied: n.handoff.applied,
+		Applier: machine, Store: db, Logger: logger, OnApplied: n.applied, OnLeaderChange: n.leaderChanged,
 		MaxInflight: raftInflight,
 	})
 	if err != nil {

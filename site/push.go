@@ -8,14 +8,33 @@ import (
 	"github.com/qkms/qkms/peer"
 )
 
-// Reservations reach the slave's site by push: enc_keys hands its new reservations to the push
-// loop and answers at once. The loop sends everything queued in one call per peer, so
+// Reservations reach the slave's site by push: the site's leader hands the reservations of
+// each Issue it applies to the push loop (applied), and enc_keys answers at once. The loop sends everything queued in one call per peer, so
 // concurrent requests share a round trip and a signature (group commit for the peer channel).
 // The matching dec_keys, which the master's SAE triggers once it has passed the key IDs to its
 // partner, usually finds the reservations stored; when it overtakes the push it waits for it
 // (pushGrace, see ensureReservations) before pulling. A push that fails changes nothing for
 // the master: its keys are issued, the reservation waits in the store (pushBacklog) and the
 // peer can still pull it on demand.
+
+// applied is raft.Config.OnApplied. It wakes the dec_keys waiting here for pushed
+// reservations (handoff.go) and, on the leader, queues for push the reservations of every
+// Issue the site committed, whichever node's enc_keys proposed it: one push loop per site
+// then batches them all. With enc_keys spread over three nodes, each node had pushed its
+// own, in three times as many pushes (each a round trip, two ML-DSA signatures and a log
+// entry at each site). A node that loses leadership before applying leaves its reservations
+// unpushed in the store, where the next leader finds them (requeueUnpushed).
+func (n *Node) applied(cmds []*kms.Command, res []*kms.Result) {
+	n.handoff.applied(cmds)
+	if !n.leading.Load() {
+		return
+	}
+	for i, c := range cmds {
+		if c.Issue != nil && res[i] != nil && res[i].Err == nil {
+			n.queuePush(res[i].Reservations)
+		}
+	}
+}
 
 // queuePush hands reservations to the push loop without waiting for the peer.
 func (n *Node) queuePush(rs []kms.Reservation) {

@@ -108,10 +108,16 @@ func waitReservations(t testing.TB, n *Node, ids ...string) {
 	})
 }
 
-// issueUnpushed issues keys with these IDs at site a for SAE-B1, proposed directly so that
-// nothing is queued for the push loop (as if a crashed right after committing).
+// issueUnpushed issues keys with these IDs at site a (a one-node site) for SAE-B1, proposed
+// directly while a does not know it leads, so that nothing is queued for the push loop: as
+// when a leader commits an Issue just before raft tells it that it leads, or crashes right
+// after committing.
 func issueUnpushed(t testing.TB, a, b *Node, ids []string) *kms.Result {
 	t.Helper()
+	if !a.leading.Swap(false) {
+		t.Fatal("issueUnpushed: site a's node is not its leader")
+	}
+	defer a.leading.Store(true)
 	res, err := a.propose(context.Background(), &kms.Command{Issue: &kms.IssueCmd{
 		Self: a.KMEID(), Peer: b.KMEID(), Master: "SAE-A1", Slaves: []string{"SAE-B1"},
 		Bits: 256, KeyIDs: ids, Expires: time.Now().Add(time.Minute), Provenance: kms.ProvenanceQKD,
