@@ -11,12 +11,7 @@ import (
 
 // Two 3-node sites: keys flow through any node, and survive the loss of a site's leader.
 func TestThreeNodeSitesFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts six nodes")
-	}
-	tp := newTestPair(t, func(c *PairConfig) { c.NodesPerSite = 3 })
-	tp.ingest(4, 8192)
-	tp.waitKey(4096)
+	tp := threeNodePair(t, 4, 8192)
 	ctx := context.Background()
 	a, b := tp.Nodes[0], tp.Nodes[1]
 
@@ -32,15 +27,7 @@ func TestThreeNodeSitesFailover(t *testing.T) {
 	}
 
 	// Kill A's leader; the survivors elect a new one and keep serving.
-	leader := -1
-	for i, n := range a {
-		if n.rn.IsLeader() {
-			leader = i
-		}
-	}
-	if leader < 0 {
-		t.Fatal("site A has no leader")
-	}
+	leader := leaderOf(t, a)
 	a[leader].Close()
 	survivor := a[(leader+1)%3]
 
@@ -65,22 +52,9 @@ func TestThreeNodeSitesFailover(t *testing.T) {
 // The site's leader pushes the reservations of every Issue it applies, also of those proposed
 // through a follower: one push loop per site batches them all, and followers push nothing.
 func TestLeaderPushesFollowersIssues(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts six nodes")
-	}
-	tp := newTestPair(t, func(c *PairConfig) { c.NodesPerSite = 3 })
-	tp.ingest(2, 4096)
-	tp.waitKey(1024)
+	tp := threeNodePair(t, 2, 4096)
 	a, b := tp.Nodes[0], tp.Nodes[1]
-	leader := -1
-	for i, n := range a {
-		if n.leading.Load() {
-			leader = i
-		}
-	}
-	if leader < 0 {
-		t.Fatal("site A has no leader")
-	}
+	leader := leaderOf(t, a)
 	accepted := func(n *Node) float64 {
 		return max(0, scrape(t, n, "qkms_peer_pushed_reservations_total", `peer="KME-B"`, `result="accepted"`))
 	}
@@ -111,6 +85,31 @@ func TestLeaderPushesFollowersIssues(t *testing.T) {
 			t.Errorf("follower %d pushed %g reservations itself", i, got-before[i])
 		}
 	}
+}
+
+// threeNodePair starts two 3-node sites, ingests blocks blocks of size bytes and waits until
+// an eighth of it can be issued (unless -short: six nodes take a while).
+func threeNodePair(t *testing.T, blocks, size int) *testPair {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts six nodes")
+	}
+	tp := newTestPair(t, func(c *PairConfig) { c.NodesPerSite = 3 })
+	tp.ingest(blocks, size)
+	tp.waitKey(int64(blocks * size / 8))
+	return tp
+}
+
+// leaderOf returns the index of the node of site that leads it, as raft last told the node.
+func leaderOf(t *testing.T, site []*Node) int {
+	t.Helper()
+	for i, n := range site {
+		if n.leading.Load() {
+			return i
+		}
+	}
+	t.Fatal("the site has no leader")
+	return -1
 }
 
 func nodeClient(tp *testPair, n *Node, sae string) *etsi014.Client {
