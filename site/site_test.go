@@ -443,6 +443,26 @@ func TestPushRecorded(t *testing.T) {
 	waitReservations(t, tp.Sites[1], keys[0].ID, keys[1].ID, keys[2].ID)
 }
 
+// An Issue applied before its node knew it leads is not queued for push as it is applied; the
+// node's leader loops push it once raft tells the node that it leads (leaderChanged).
+func TestTakeoverPushesWhatWasAppliedBefore(t *testing.T) {
+	tp := newTestPair(t, nil)
+	tp.ingest(2, 4096)
+	tp.waitKey(1024)
+	a, b := tp.Sites[0], tp.Sites[1]
+	ids := newKeyIDs(2)
+	issueUnpushed(t, a, b, ids) // applied while a did not know it leads
+	if missing, err := b.db.MissingReservations(ids); err != nil || len(missing) != len(ids) {
+		t.Fatalf("pushed before the takeover: missing %v (%v)", missing, err)
+	}
+	a.leaderChanged(true) // as raft tells a node that gains leadership
+	waitReservations(t, b, ids...)
+	waitApplied(t, a, "push recorded", func() (bool, error) {
+		count, err := a.db.UnpushedCount()
+		return count == 0, err
+	})
+}
+
 // A leader pushes again what the peer has not acknowledged (requeueUnpushed), found through
 // the store's index of unpushed reservations, and the index empties as the pushes are
 // recorded.
