@@ -9,13 +9,13 @@ import (
 )
 
 // Reservations reach the slave's site by push: the site's leader hands the reservations of
-// each Issue it applies to the push loop (applied), and enc_keys answers at once. The loop sends everything queued in one call per peer, so
-// concurrent requests share a round trip and a signature (group commit for the peer channel).
-// The matching dec_keys, which the master's SAE triggers once it has passed the key IDs to its
-// partner, usually finds the reservations stored; when it overtakes the push it waits for it
-// (pushGrace, see ensureReservations) before pulling. A push that fails changes nothing for
-// the master: its keys are issued, the reservation waits in the store (pushBacklog) and the
-// peer can still pull it on demand.
+// each Issue it applies to the push loop (applied), and enc_keys answers at once. The loop
+// sends everything queued in one call per peer, so concurrent requests share a round trip and
+// a signature (group commit for the peer channel). The matching dec_keys, which the master's
+// SAE triggers once it has passed the key IDs to its partner, usually finds the reservations
+// stored; when it overtakes the push it waits for it (pushGrace, see ensureReservations)
+// before pulling. A push that fails changes nothing for the master: its keys are issued, the
+// reservation waits in the store (pushBacklog) and the peer can still pull it on demand.
 
 // applied is raft.Config.OnApplied. It wakes the dec_keys waiting here for pushed
 // reservations (handoff.go) and, on the leader, queues for push the reservations of every
