@@ -11,9 +11,10 @@ import (
 	"github.com/qkms/qkms/peer"
 )
 
-// Background work runs only on the leader of the site (as raft last told the node:
-// leaderChanged), and restarts from the replicated state whenever a node gains leadership:
-// nothing it needs lives only in one node's memory.
+// Background work runs only on the leader of the site, and restarts from the replicated state
+// whenever a node gains leadership: nothing it needs lives only in one node's memory. The
+// leader loops go by raft's notifications (leaderChanged), as the push hook does (applied), so
+// that the two agree on when this node took over.
 const (
 	loopTick     = 200 * time.Millisecond
 	compareBatch = 256
@@ -52,15 +53,15 @@ const (
 
 // leaderChanged is raft.Config.OnLeaderChange: the leader loops start their work at once.
 func (n *Node) leaderChanged(leader bool) {
-	if leader {
-		n.takeover.Store(true) // before leading: the loops must not miss a quick loss and gain
+	if !leader {
+		n.leading.Store(false)
+		return
 	}
-	n.leading.Store(leader)
-	if leader {
-		select {
-		case n.kick <- struct{}{}:
-		default:
-		}
+	n.takeover.Store(true) // before leading: the loops must not miss a quick loss and gain
+	n.leading.Store(true)
+	select {
+	case n.kick <- struct{}{}:
+	default:
 	}
 }
 
