@@ -101,3 +101,32 @@ func FuzzParseEpoch(f *testing.F) {
 		}
 	})
 }
+
+func FuzzOpenMAC(f *testing.F) {
+	k := newMACKeys(f)
+	for _, p := range [][]byte{nil, []byte("payload")} {
+		f.Add(mustSealMAC(f, k.a, "KME-A", "KME-B", "push", p, t0))
+	}
+	f.Add([]byte("QKPM\x01"))
+	f.Fuzz(func(t *testing.T, env []byte) {
+		guard := NewReplayGuard(time.Minute, 4)
+		from, typ, payload, key, err := OpenMAC(k.atB, "KME-B", env, t0, guard)
+		if err != nil {
+			if from != "" || typ != "" || payload != nil || key != nil {
+				t.Fatal("refused envelope returned contents")
+			}
+			for _, e := range []error{ErrMalformed, ErrWrongReceiver, ErrUnknownMACKey, ErrStale, ErrBadSignature, ErrReplay} {
+				if errors.Is(err, e) {
+					return
+				}
+			}
+			t.Fatalf("error without a sentinel: %v", err)
+		}
+		if !IsMACEnvelope(env) || key != k.b {
+			t.Fatal("accepted an envelope that is not a MAC envelope under KME-B's key")
+		}
+		if _, _, _, _, err := OpenMAC(k.atB, "KME-B", env, t0, guard); !errors.Is(err, ErrReplay) {
+			t.Fatalf("accepted envelope accepted twice: %v", err)
+		}
+	})
+}
