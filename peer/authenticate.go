@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/qkms/qkms/api/peerpb"
 	"github.com/qkms/qkms/identity"
 	"github.com/qkms/qkms/pq"
 )
@@ -42,6 +44,15 @@ import (
 // window and the replay guard (one per site). The envelope's sender must be the KME the TLS
 // certificate names. Error answers are not signed: they carry no data a site acts on beyond
 // "retry" or "give up", which an attacker able to cut the connection can cause anyway.
+//
+// The per-key traffic (macMethods: pushes and pulls of reservations, hundreds of calls a
+// second each way under load) may instead travel in MAC envelopes (pq.SealMAC) under the
+// key of a PQ epoch both sites recorded (Authenticator.MACKey): the epoch's exchange was
+// signed with both identities, so its key authenticates the calls as the signatures would,
+// for a fraction of the CPU. The answer uses the request's key. Every other call, the epoch
+// exchange among them, is always signed. A caller whose MAC envelope is refused (the callee
+// has not recorded the epoch yet, or predates MAC envelopes) repeats the call signed, and signs
+// its calls to that KME for macRetryAfter.
 
 // EnvelopeHeader is the metadata (request) and trailer (answer) key of the signed envelope.
 const EnvelopeHeader = "qkms-envelope-bin"
@@ -50,6 +61,15 @@ const responseSuffix = " response"
 
 // clientAttempts matches the retry policy of retryConfig.
 const clientAttempts = 4
+
+// macRetryAfter is how long a caller signs its calls to a KME that refused a MAC envelope.
+const macRetryAfter = time.Minute
+
+// macMethods may travel in MAC envelopes; every other method must be signed.
+var macMethods = map[string]bool{
+	peerpb.Peer_PushReservations_FullMethodName: true,
+	peerpb.Peer_PullReservations_FullMethodName: true,
+}
 
 // ErrUnsigned is a peer message without a valid envelope; the cause is wrapped next to it.
 var ErrUnsigned = errors.New("peer: message not signed by the peer's identity")
@@ -67,6 +87,15 @@ type Authenticator struct {
 	OnReject func(method, from string, err error)
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+
+	// MACKey, if set, returns the MAC key to send calls of macMethods to a peer KME under
+	// (nil: sign them); MACKeyByID the key shared with a peer KME under an epoch ID, or nil.
+	// Without MACKeyByID, MAC envelopes are refused.
+	MACKey     func(kme string) *pq.MACKey
+	MACKeyByID func(kme, id string) *pq.MACKey
+
+	macMu      sync.Mutex
+	macRefused map[string]time.Time // peer KME -> until when its calls are signed
 }
 
 func (a *Authenticator) now() time.Time {
@@ -109,21 +138,72 @@ func responseDigest(reqDigest []byte, resp any) ([]byte, error) {
 	return h.Sum(nil), nil
 }
 
-// open checks an envelope from the KME from (named by its certificate) of type msgType over
-// digest want.
-func (a *Authenticator) open(env []byte, from, msgType string, want []byte) error {
-	pk, err := a.PeerKey(from)
-	if err != nil || pk == nil {
-		return fmt.Errorf("%w: no identity key for %s: %v", ErrUnsigned, quote(from), err)
+// open checks an envelope from the KME from (named by its certificate) of type msgType, a
+// message of method, over digest want. It returns the MAC key of a MAC envelope, nil for a
+// signed one.
+func (a *Authenticator) open(env []byte, from, method, msgType string, want []byte) (*pq.MACKey, error) {
+	var sender, typ string
+	var payload []byte
+	var key *pq.MACKey
+	var err error
+	if pq.IsMACEnvelope(env) {
+		if !macMethods[method] || a.MACKeyByID == nil {
+			return nil, fmt.Errorf("%w: MAC envelope for %s, which must be signed", ErrUnsigned, method)
+		}
+		keys := func(kme, id string) *pq.MACKey {
+			if kme != from {
+				return nil
+			}
+			return a.MACKeyByID(kme, id)
+		}
+		sender, typ, payload, key, err = pq.OpenMAC(keys, a.Self, env, a.now(), a.Guard)
+	} else {
+		pk, perr := a.PeerKey(from)
+		if perr != nil || pk == nil {
+			return nil, fmt.Errorf("%w: no identity key for %s: %v", ErrUnsigned, quote(from), perr)
+		}
+		sender, typ, payload, err = pq.Open(map[string]*mldsa65.PublicKey{from: pk}, a.Self, env, a.now(), a.Guard)
 	}
-	sender, typ, payload, err := pq.Open(map[string]*mldsa65.PublicKey{from: pk}, a.Self, env, a.now(), a.Guard)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUnsigned, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnsigned, err)
 	}
 	if sender != from || typ != msgType || subtle.ConstantTimeCompare(payload, want) != 1 {
-		return fmt.Errorf("%w: envelope of %s for %s does not match this message", ErrUnsigned, quote(sender), quote(typ))
+		return nil, fmt.Errorf("%w: envelope of %s for %s does not match this message", ErrUnsigned, quote(sender), quote(typ))
 	}
-	return nil
+	return key, nil
+}
+
+// seal makes the envelope of a message of type msgType to KME to: a MAC envelope under key,
+// or signed when key is nil.
+func (a *Authenticator) seal(key *pq.MACKey, to, msgType string, digest []byte) ([]byte, error) {
+	if key != nil {
+		return pq.SealMAC(key, a.Self, to, msgType, digest, a.now())
+	}
+	return pq.Seal(a.Signer, a.Self, to, msgType, digest, a.now())
+}
+
+// sendKey is the MAC key for a call of method to kme, or nil to sign it.
+func (a *Authenticator) sendKey(kme, method string) *pq.MACKey {
+	if !macMethods[method] || a.MACKey == nil {
+		return nil
+	}
+	a.macMu.Lock()
+	until, refused := a.macRefused[kme]
+	a.macMu.Unlock()
+	if refused && a.now().Before(until) {
+		return nil
+	}
+	return a.MACKey(kme)
+}
+
+// refuseMAC makes calls to kme signed for macRetryAfter.
+func (a *Authenticator) refuseMAC(kme string) {
+	a.macMu.Lock()
+	defer a.macMu.Unlock()
+	if a.macRefused == nil {
+		a.macRefused = map[string]time.Time{}
+	}
+	a.macRefused[kme] = a.now().Add(macRetryAfter)
 }
 
 // ServerInterceptor verifies the envelope of every call to the Peer service (calls of other
@@ -161,7 +241,8 @@ func (a *Authenticator) ServerInterceptor(identify Identify) grpc.UnaryServerInt
 		if len(envs) != 1 {
 			return nil, reject(fmt.Errorf("%w: %d envelopes in the request, want 1", ErrUnsigned, len(envs)))
 		}
-		if err := a.open([]byte(envs[0]), from, info.FullMethod, digest); err != nil {
+		key, err := a.open([]byte(envs[0]), from, info.FullMethod, info.FullMethod, digest)
+		if err != nil {
 			return nil, reject(err)
 		}
 		resp, err := handler(ctx, req)
@@ -172,7 +253,7 @@ func (a *Authenticator) ServerInterceptor(identify Identify) grpc.UnaryServerInt
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "peer: sign answer: %v", err)
 		}
-		env, err := pq.Seal(a.Signer, a.Self, from, info.FullMethod+responseSuffix, rd, a.now())
+		env, err := a.seal(key, from, info.FullMethod+responseSuffix, rd)
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "peer: sign answer: %v", err)
 		}
@@ -197,8 +278,9 @@ func (a *Authenticator) ClientInterceptor(kme string) grpc.UnaryClientIntercepto
 		// gRPC's own retries would resend the same envelope, which the callee's replay guard
 		// refuses; Dial turns them off and this loop retries UNAVAILABLE with a fresh one.
 		var trailer metadata.MD
+		key := a.sendKey(kme, method)
 		for attempt, backoff := 1, 100*time.Millisecond; ; attempt, backoff = attempt+1, min(2*backoff, time.Second) {
-			env, err := pq.Seal(a.Signer, a.Self, kme, method, digest, a.now())
+			env, err := a.seal(key, kme, method, digest)
 			if err != nil {
 				return err
 			}
@@ -207,6 +289,14 @@ func (a *Authenticator) ClientInterceptor(kme string) grpc.UnaryClientIntercepto
 			err = invoker(actx, method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
 			if err == nil {
 				break
+			}
+			if key != nil && status.Code(err) == codes.Unauthenticated {
+				// The callee does not take this MAC envelope: repeat the call signed, which
+				// costs no attempt (nothing was done), and sign for a while.
+				a.refuseMAC(kme)
+				key = nil
+				attempt--
+				continue
 			}
 			if status.Code(err) != codes.Unavailable || attempt == clientAttempts {
 				return err
@@ -225,7 +315,7 @@ func (a *Authenticator) ClientInterceptor(kme string) grpc.UnaryClientIntercepto
 		if len(envs) != 1 {
 			return fmt.Errorf("%w: %w: %d envelopes in the answer", ErrBadResponse, ErrUnsigned, len(envs))
 		}
-		if err := a.open([]byte(envs[0]), kme, method+responseSuffix, rd); err != nil {
+		if _, err := a.open([]byte(envs[0]), kme, method, method+responseSuffix, rd); err != nil {
 			return fmt.Errorf("%w: %w", ErrBadResponse, err)
 		}
 		return nil

@@ -33,7 +33,8 @@ type signedSites struct {
 	rejected []error
 }
 
-func startSignedSite(t *testing.T) *signedSites {
+// startSignedSite starts KME-B; configure, if given, amends both Authenticators first.
+func startSignedSite(t *testing.T, configure ...func(authA, authB *Authenticator)) *signedSites {
 	t.Helper()
 	a, err := identity.Generate()
 	if err != nil {
@@ -58,6 +59,9 @@ func startSignedSite(t *testing.T) *signedSites {
 			ss.rejected = append(ss.rejected, err)
 		}}
 	ss.authA = &Authenticator{Self: "KME-A", Signer: a, PeerKey: lookup, Guard: pq.NewReplayGuard(pq.DefaultWindow, 1024)}
+	for _, c := range configure {
+		c(ss.authA, authB)
+	}
 	ca := newTestCA(t, "test CA")
 	svc := newFakeService("KME-B")
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -202,5 +206,184 @@ func TestEpochExchangeOverPeerChannel(t *testing.T) {
 	}
 	if n := len(ss.svc.epochs); n != 1 {
 		t.Fatalf("responder holds %d epochs, want 1", n)
+	}
+}
+
+// testMACKeys runs an epoch exchange between KME-A and KME-B and returns the MAC key each
+// derives.
+func testMACKeys(t *testing.T) (ka, kb *pq.MACKey) {
+	t.Helper()
+	in, offer, err := pq.NewExchange("KME-A", "KME-B")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, reply, err := pq.Respond("KME-A", "KME-B", offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ea, conf, err := in.Finish(reply, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eb, err := rs.Confirm(conf, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ka, err = pq.DeriveMACKey(ea); err != nil {
+		t.Fatal(err)
+	}
+	if kb, err = pq.DeriveMACKey(eb); err != nil {
+		t.Fatal(err)
+	}
+	return ka, kb
+}
+
+// envelopeKinds records, on the client side, whether each call's request and answer
+// travelled in MAC envelopes (true) or signed ones (false).
+type envelopeKinds struct {
+	mu            sync.Mutex
+	calls, answer []bool
+}
+
+func (k *envelopeKinds) option() grpc.DialOption {
+	return grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		md, _ := metadata.FromOutgoingContext(ctx)
+		var trailer metadata.MD
+		err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if envs := md.Get(EnvelopeHeader); len(envs) == 1 {
+			k.calls = append(k.calls, pq.IsMACEnvelope([]byte(envs[0])))
+		}
+		if envs := trailer.Get(EnvelopeHeader); len(envs) == 1 {
+			k.answer = append(k.answer, pq.IsMACEnvelope([]byte(envs[0])))
+		}
+		return err
+	})
+}
+
+func (k *envelopeKinds) get() (calls, answers []bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]bool(nil), k.calls...), append([]bool(nil), k.answer...)
+}
+
+// TestMACPeerMessages: with an epoch's MAC key at both sites, pushes and pulls and their
+// answers travel in MAC envelopes; every other call is signed; a MAC envelope under a wrong
+// key, or for a method that must be signed, is refused and reported like a forged signature.
+func TestMACPeerMessages(t *testing.T) {
+	ka, kb := testMACKeys(t)
+	ss := startSignedSite(t, func(authA, authB *Authenticator) {
+		authA.MACKey = func(kme string) *pq.MACKey {
+			if kme == "KME-B" {
+				return ka
+			}
+			return nil
+		}
+		authA.MACKeyByID = func(kme, id string) *pq.MACKey {
+			if kme == "KME-B" && id == ka.ID {
+				return ka
+			}
+			return nil
+		}
+		authB.MACKeyByID = func(kme, id string) *pq.MACKey {
+			if kme == "KME-A" && id == kb.ID {
+				return kb
+			}
+			return nil
+		}
+	})
+	ctx := testCtx(t)
+	r := reservation("6f2c1c44-54f4-4d5c-9b4e-2f0b9d1d1a01", "KME-A", "KME-B")
+	var kinds envelopeKinds
+	c := ss.dialSigned(t, ss.authA, kinds.option())
+	if _, _, err := c.PushReservations(ctx, []kms.Reservation{r}); err != nil {
+		t.Fatalf("push: %v", err)
+	}
+	if _, err := c.PullReservations(ctx, []string{r.KeyID}); err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	if _, err := c.CompareBlocks(ctx, []BlockTag{{BlockID: "b1", Tag: make([]byte, 32)}}); err != nil {
+		t.Fatalf("compare: %v", err)
+	}
+	calls, answers := kinds.get()
+	want := []bool{true, true, false} // push and pull under the MAC key, compare signed
+	if fmt.Sprint(calls) != fmt.Sprint(want) || fmt.Sprint(answers) != fmt.Sprint(want) {
+		t.Fatalf("MAC envelopes: calls %v, answers %v, want %v for both", calls, answers, want)
+	}
+	if n := len(ss.rejections()); n != 0 {
+		t.Fatalf("%d rejections of honest calls", n)
+	}
+
+	// A MAC key of another epoch under this epoch's ID: what someone who saw the ID but not the
+	// exchange's secret could make.
+	forgedKey, _ := testMACKeys(t)
+	forged := *forgedKey
+	forged.ID = ka.ID
+	forger := &Authenticator{Self: "KME-A", Signer: ss.a, PeerKey: ss.authA.PeerKey, Guard: pq.NewReplayGuard(pq.DefaultWindow, 16),
+		MACKey: func(string) *pq.MACKey { return &forged }}
+	raw := ss.raw(t, "KME-A", "kme")
+	compare := &peerpb.CompareBlocksRequest{}
+	macEnvelope := func(method string, req any) metadata.MD {
+		d, err := requestDigest(method, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := pq.SealMAC(ka, "KME-A", "KME-B", method, d, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return metadata.Pairs(EnvelopeHeader, string(env))
+	}
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"forged MAC", func() error {
+			// The forger's call is refused; it then repeats it signed with KME-A's own
+			// identity (which it holds here), so look only at the first refusal.
+			_, err := ss.dialSigned(t, forger).PullReservations(ctx, []string{r.KeyID})
+			return err
+		}, pq.ErrBadSignature},
+		{"MAC envelope for a method that must be signed", func() error {
+			_, err := raw.CompareBlocks(metadata.NewOutgoingContext(ctx, macEnvelope(peerpb.Peer_CompareBlocks_FullMethodName, compare)), compare)
+			return err
+		}, ErrUnsigned},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(ss.rejections())
+			err := tc.call()
+			rej := ss.rejections()
+			if len(rej) <= before || !errors.Is(rej[before], tc.want) {
+				t.Fatalf("call: %v; rejections %v, want one wrapping %v", err, rej[before:], tc.want)
+			}
+		})
+	}
+}
+
+// TestMACFallsBackToSigning: a callee that does not hold the caller's MAC key (it has not
+// recorded the epoch yet, or predates MAC envelopes) refuses the envelope; the caller repeats
+// the call signed, and signs its next calls to that KME too.
+func TestMACFallsBackToSigning(t *testing.T) {
+	ka, _ := testMACKeys(t)
+	ss := startSignedSite(t, func(authA, _ *Authenticator) {
+		authA.MACKey = func(string) *pq.MACKey { return ka }
+	})
+	ctx := testCtx(t)
+	r := reservation("6f2c1c44-54f4-4d5c-9b4e-2f0b9d1d1a01", "KME-A", "KME-B")
+	var kinds envelopeKinds
+	c := ss.dialSigned(t, ss.authA, kinds.option())
+	for range 2 {
+		if _, _, err := c.PushReservations(ctx, []kms.Reservation{r}); err != nil {
+			t.Fatalf("push: %v", err)
+		}
+	}
+	calls, answers := kinds.get()
+	if fmt.Sprint(calls) != "[true false false]" || fmt.Sprint(answers) != "[false false]" {
+		t.Fatalf("MAC envelopes: calls %v, answers %v; want a refused MAC call, then signed ones", calls, answers)
+	}
+	if rej := ss.rejections(); len(rej) != 1 || !errors.Is(rej[0], ErrUnsigned) {
+		t.Fatalf("rejections %v, want the one MAC envelope", rej)
 	}
 }
