@@ -172,6 +172,10 @@ func (m *Machine) applyLink(tx Tx, c *Command) *Result {
 	return m.auditOrFail(tx, c, &Result{}, &AuditEntry{Event: EventAdmin, Actor: actor, Peer: l.Peer, Detail: detail})
 }
 
+// LoadEpoch unseals epoch id of pool, for readers outside the state machine (the peer
+// channel's MAC keys). The epoch holds its secret: Destroy it after use.
+func LoadEpoch(tx Tx, pool *Pool, id string) (*pq.Epoch, error) { return loadEpoch(tx, pool, id) }
+
 // loadEpoch unseals epoch id of peer's pool.
 func loadEpoch(tx Tx, pool *Pool, id string) (*pq.Epoch, error) {
 	info := pool.epoch(id)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
@@ -96,6 +97,14 @@ type Authenticator struct {
 
 	macMu      sync.Mutex
 	macRefused map[string]time.Time // peer KME -> until when its calls are signed
+
+	sealedMAC, sealedSigned atomic.Uint64
+}
+
+// Sealed returns how many envelopes (calls and answers) this Authenticator has made of each
+// kind, for metrics.
+func (a *Authenticator) Sealed() (mac, signed uint64) {
+	return a.sealedMAC.Load(), a.sealedSigned.Load()
 }
 
 func (a *Authenticator) now() time.Time {
@@ -177,8 +186,10 @@ func (a *Authenticator) open(env []byte, from, method, msgType string, want []by
 // or signed when key is nil.
 func (a *Authenticator) seal(key *pq.MACKey, to, msgType string, digest []byte) ([]byte, error) {
 	if key != nil {
+		a.sealedMAC.Add(1)
 		return pq.SealMAC(key, a.Self, to, msgType, digest, a.now())
 	}
+	a.sealedSigned.Add(1)
 	return pq.Seal(a.Signer, a.Self, to, msgType, digest, a.now())
 }
 

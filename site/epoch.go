@@ -19,9 +19,11 @@ import (
 
 // The post-quantum side of the peer channel (issue 6): every peer message signed with the
 // site's ML-DSA-65 identity (peer.Authenticator; the same key as the audit trail's, kept apart
-// by FIPS 204 context strings), and PQ epochs agreed with each peer by an X-Wing exchange with
-// key confirmation (package pq), run by the site whose KME ID sorts first and recorded, sealed,
-// in both sites' replicated state (kms.EpochCmd) before any key is derived from it.
+// by FIPS 204 context strings), or, for pushes and pulls of reservations, authenticated with
+// the MAC key of a PQ epoch (mackeys.go); and PQ epochs agreed with each peer by an X-Wing
+// exchange with key confirmation (package pq), run by the site whose KME ID sorts first and
+// recorded, sealed, in both sites' replicated state (kms.EpochCmd) before any key is derived
+// from it.
 
 // pqState is a node's identity on the peer channel and its pending exchanges.
 type pqState struct {
@@ -45,7 +47,8 @@ func newPQState(n *Node, signer *identity.Signer) *pqState {
 	s := &pqState{keys: map[string]*mldsa65.PublicKey{}, pending: map[string]*pq.Responder{}, running: map[string]bool{},
 		refresh: pq.RefreshPolicy{MaxKeys: n.cfg.PQRefresh.Keys, MaxAge: n.cfg.PQRefresh.Every}}
 	s.auth = &peer.Authenticator{Self: n.cfg.KMEID, Signer: signer, PeerKey: n.peerIdentity,
-		Guard: pq.NewReplayGuard(pq.DefaultWindow, pq.DefaultReplayMemory), OnReject: n.peerRejected}
+		Guard: pq.NewReplayGuard(pq.DefaultWindow, pq.DefaultReplayMemory), OnReject: n.peerRejected,
+		MACKey: n.macSendKey, MACKeyByID: n.macKeyByID}
 	return s
 }
 

@@ -237,6 +237,7 @@ var (
 	raftCommitDesc  = prometheus.NewDesc("qkms_raft_commit_index", "Raft commit index.", nil, nil)
 	raftAppliedDesc = prometheus.NewDesc("qkms_raft_applied_index", "Highest log index applied to this node's state store.", nil, nil)
 	unpushedDesc    = prometheus.NewDesc("qkms_unpushed_reservations", "Reservations this site issued that the peer KME has not acknowledged yet: a few in normal operation, growing while the peer channel is down (the peer's dec_keys for them answer 503 until it comes back).", nil, nil)
+	envelopesDesc   = prometheus.NewDesc("qkms_peer_envelopes_total", "Envelopes this node made for peer-channel calls and answers, per kind: mac (pushes and pulls under a PQ epoch's MAC key) or signed (ML-DSA-65: every other call, and pushes and pulls while no epoch is old enough or the peer refused the MAC).", []string{"kind"}, nil)
 )
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -248,6 +249,7 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- raftCommitDesc
 	ch <- raftAppliedDesc
 	ch <- unpushedDesc
+	ch <- envelopesDesc
 }
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -262,6 +264,11 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 	if count, err := n.db.UnpushedCount(); err == nil {
 		ch <- prometheus.MustNewConstMetric(unpushedDesc, prometheus.GaugeValue, float64(count))
+	}
+	if n.pq != nil {
+		mac, signed := n.pq.auth.Sealed()
+		ch <- prometheus.MustNewConstMetric(envelopesDesc, prometheus.CounterValue, float64(mac), "mac")
+		ch <- prometheus.MustNewConstMetric(envelopesDesc, prometheus.CounterValue, float64(signed), "signed")
 	}
 	if n.rn == nil {
 		return

@@ -59,9 +59,10 @@ type Node struct {
 	rebalanceReq map[string]string // per peer: the RequestBlocks ID awaiting an answer (leader loop only)
 	lastSweep    time.Time         // last Expire proposed (leader loop only)
 
-	audit *auditState // audit key, signing key and checkpoint progress (audit.go)
-	pq    *pqState    // peer-message signing and PQ epochs (epoch.go)
-	rate  rateLimiter // per-SAE token buckets (ratelimit.go)
+	audit   *auditState // audit key, signing key and checkpoint progress (audit.go)
+	pq      *pqState    // peer-message signing and PQ epochs (epoch.go)
+	macKeys macKeyring  // the peer channel's MAC keys (mackeys.go)
+	rate    rateLimiter // per-SAE token buckets (ratelimit.go)
 
 	push        chan []kms.Reservation
 	pushed      chan []string // key IDs the peer acknowledged, for markLoop

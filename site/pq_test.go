@@ -295,3 +295,54 @@ func TestTamperedEpochReplyYieldsNoEpoch(t *testing.T) {
 		}
 	}
 }
+
+// TestPushesUnderMACKey: once both sites hold a PQ epoch recorded macSendAfter ago, pushes and
+// their answers travel in MAC envelopes under its key (counted by qkms_peer_envelopes_total),
+// and the keys arrive intact.
+func TestPushesUnderMACKey(t *testing.T) {
+	tp := newTestPair(t, nil)
+	tp.ingest(2, 4096)
+	tp.waitKey(1024)
+	id := tp.waitEpoch()
+	a, b := tp.Sites[0], tp.Sites[1]
+	// Sending under the key waits for the epoch's age, which nothing notifies: poll.
+	deadline := time.Now().Add(macSendAfter + 20*time.Second)
+	for a.macSendKey("KME-B") == nil || b.macSendKey("KME-A") == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("no MAC key to send under %s after the epoch", macSendAfter+20*time.Second)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ka, kb := a.macSendKey("KME-B"), b.macSendKey("KME-A"); ka.ID != id || kb.ID != id || a.macKeyByID("KME-B", id) != ka {
+		t.Fatalf("MAC keys of epochs %s and %s, want %s", ka.ID, kb.ID, id)
+	}
+	if a.macKeyByID("KME-B", "no-such-epoch") != nil || a.macKeyByID("KME-C", id) != nil {
+		t.Fatal("a MAC key for an unknown epoch or KME")
+	}
+	macA0, _ := a.pq.auth.Sealed()
+	macB0, _ := b.pq.auth.Sealed()
+	ctx := context.Background()
+	keys, err := tp.client(0, "SAE-A1").GetKey(ctx, "SAE-B1", etsi014.KeyRequest{Number: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{keys[0].ID, keys[1].ID, keys[2].ID}
+	waitReservations(t, b, ids...)
+	got, err := tp.client(1, "SAE-B1").GetKeyWithIDs(ctx, "SAE-A1", ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range keys {
+		if got[i].ID != keys[i].ID || !bytes.Equal(got[i].Bytes, keys[i].Bytes) {
+			t.Fatalf("key %d differs between the sites", i)
+		}
+	}
+	macA1, _ := a.pq.auth.Sealed()
+	macB1, _ := b.pq.auth.Sealed()
+	if macA1 <= macA0 || macB1 <= macB0 {
+		t.Fatalf("MAC envelopes: KME-A %d -> %d (pushes), KME-B %d -> %d (answers); want more at both", macA0, macA1, macB0, macB1)
+	}
+	if m := scrape(t, a, "qkms_peer_envelopes_total", `kind="mac"`); m < float64(macA1) {
+		t.Fatalf("qkms_peer_envelopes_total{kind=\"mac\"} = %g, want at least %d", m, macA1)
+	}
+}
