@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +27,7 @@ import (
 
 	"github.com/qkms/qkms/api/etsi014"
 	"github.com/qkms/qkms/api/keyspb"
+	"github.com/qkms/qkms/identity"
 	"github.com/qkms/qkms/pki"
 	"github.com/qkms/qkms/site"
 	"github.com/qkms/qkms/store"
@@ -72,6 +75,7 @@ type node struct {
 	id        string
 	proc      *Process
 	etsi      string // ETSI 014 listener (clients connect directly)
+	metrics   string // Prometheus listener
 	raftProxy *Proxy // advertised raft address; relays to the node's raft listener
 	peerProxy *Proxy // the address the other site dials; relays to the node's peer listener
 	admin     keyspb.AdminClient
@@ -213,13 +217,13 @@ func startNetwork(t testing.TB) *network {
 		}
 	}
 	// Listener addresses and proxies first: each site's config names the other's peer proxies.
-	type addrs struct{ etsi, peer, raft, admin string }
+	type addrs struct{ etsi, peer, raft, admin, metrics string }
 	var la [2][3]addrs
 	for i := range kmes {
 		for j := range 3 {
-			a := addrs{freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)}
+			a := addrs{freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)}
 			la[i][j] = a
-			n := &node{site: i, idx: j, id: fmt.Sprintf("%s-%d", kmes[i], j+1), etsi: a.etsi,
+			n := &node{site: i, idx: j, id: fmt.Sprintf("%s-%d", kmes[i], j+1), etsi: a.etsi, metrics: a.metrics,
 				clients: map[string]*etsi014.Client{}}
 			if n.raftProxy, err = NewProxy("127.0.0.1:0", a.raft); err != nil {
 				t.Fatal(err)
@@ -230,6 +234,19 @@ func startNetwork(t testing.TB) *network {
 			}
 			nw.nodes[i][j] = n
 		}
+	}
+	// Each site's ML-DSA identity (its nodes find it beside the KME certificate), made before
+	// the nodes start so that each site can name the other's public key: peer messages are then
+	// authenticated as in a real deployment, signed or, once the sites share a PQ epoch, under
+	// its MAC key.
+	identityPub := map[string]string{}
+	for _, k := range kmes {
+		kme, _ := layout.Find(k)
+		keyFile := filepath.Join(filepath.Dir(kme.Cert), k+".audit.key")
+		if _, err := identity.LoadOrCreate(keyFile); err != nil {
+			t.Fatal(err)
+		}
+		identityPub[k] = identity.PublicKeyPath(keyFile)
 	}
 	for i, k := range kmes {
 		siteDir := filepath.Join(nw.dir, k)
@@ -253,10 +270,10 @@ func startNetwork(t testing.TB) *network {
 				KMEID: k, NodeID: n.id, DataDir: filepath.Join(siteDir, fmt.Sprintf("node%d", j+1)),
 				MasterKeyFile: keyFile,
 				TLS:           site.TLSConfig{CA: layout.CACert, Cert: kme.Cert, Key: kme.Key},
-				Listen:        site.ListenConfig{ETSI014: a.etsi, Peer: a.peer, Raft: a.raft, Admin: a.admin},
+				Listen:        site.ListenConfig{ETSI014: a.etsi, Peer: a.peer, Raft: a.raft, Admin: a.admin, Metrics: a.metrics},
 				Raft: site.RaftConfig{Bootstrap: j == 0, Advertise: n.raftProxy.Addr(),
 					SnapshotThreshold: trailingLogs, TrailingLogs: trailingLogs},
-				Peers: []site.PeerConfig{{KMEID: kmes[1-i], Addrs: peerAddrs}},
+				Peers: []site.PeerConfig{{KMEID: kmes[1-i], Addrs: peerAddrs, IdentityPub: identityPub[kmes[1-i]]}},
 				SAEs:  registry,
 				// Long enough that no acknowledged key expires during a run: every one must
 				// still be fetchable after healing.
@@ -544,4 +561,28 @@ func (nw *network) keepLogs() {
 		}
 	}
 	nw.t.Logf("node logs kept in %s", dir)
+}
+
+// envelopes sums, over the running nodes, the peer-channel envelopes they made of each kind
+// (qkms_peer_envelopes_total; a restarted node counts from zero).
+func (nw *network) envelopes() (mac, signed float64) {
+	for _, site := range nw.nodes {
+		for _, n := range site {
+			resp, err := http.Get("http://" + n.metrics + "/metrics")
+			if err != nil {
+				continue
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, line := range strings.Split(string(body), "\n") {
+				var v float64
+				if _, err := fmt.Sscanf(line, `qkms_peer_envelopes_total{kind="mac"} %g`, &v); err == nil {
+					mac += v
+				} else if _, err := fmt.Sscanf(line, `qkms_peer_envelopes_total{kind="signed"} %g`, &v); err == nil {
+					signed += v
+				}
+			}
+		}
+	}
+	return mac, signed
 }

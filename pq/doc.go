@@ -1,7 +1,7 @@
-// Package pq owns the post-quantum building blocks of qkms: signed peer-channel envelopes, the
-// KEM exchange with key confirmation that two KMEs run to agree on a PQ epoch secret, and the
-// key derivations that turn an epoch secret (alone, or together with a QKD key) into the bytes
-// of one key. It is pure cryptography: no I/O except what the caller passes in, no clock
+// Package pq owns the post-quantum building blocks of qkms: signed and MAC-tagged peer-channel
+// envelopes, the KEM exchange with key confirmation that two KMEs run to agree on a PQ epoch
+// secret, and the key derivations that turn an epoch secret (alone, or together with a QKD key)
+// into the bytes of one key. It is pure cryptography: no I/O except what the caller passes in, no clock
 // (callers pass now), no storage. Wiring into policies, peer RPCs and the state machine is the
 // caller's.
 //
@@ -27,6 +27,8 @@
 //  2. Every peer message travels as Seal(signer, from, to, type, payload, now); the receiver calls
 //     Open(peers, self, envelope, now, guard) with one long-lived ReplayGuard per site (shared by
 //     all peer handlers). Open's sentinel errors say why a message was refused (audit them).
+//     Frequent messages may instead travel as SealMAC under DeriveMACKey(epoch) of an epoch
+//     both KMEs hold (step 3), opened with OpenMAC and the same guard (mac.go).
 //  3. Epochs: the initiator calls NewExchange and sends Offer.Marshal() as MsgOffer; the responder
 //     calls Respond and sends Reply.Marshal() as MsgReply; the initiator calls Finish, which
 //     returns its Epoch only if the responder's confirmation tag verifies, and sends
