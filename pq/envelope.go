@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
@@ -50,34 +51,68 @@ var (
 // Layout: "QKPE" | 1 | len8 from | from | len8 to | to | len8 type | type | int64 unix-ns |
 // nonce[16] | len32 payload | payload | ML-DSA-65 signature (3309 bytes) over all before it.
 func Seal(id *identity.Signer, from, to, msgType string, payload []byte, now time.Time) ([]byte, error) {
-	switch {
-	case id == nil:
+	if id == nil {
 		return nil, errors.New("pq: seal: no signing identity")
-	case from == "" || to == "" || msgType == "":
-		return nil, fmt.Errorf("pq: seal: sender, receiver and message type must be non-empty (from %q, to %q, type %q)", from, to, msgType)
-	case len(from) > maxName || len(to) > maxName || len(msgType) > maxName:
-		return nil, fmt.Errorf("pq: seal: sender, receiver and message type are limited to %d bytes", maxName)
-	case len(payload) > MaxPayload:
+	}
+	b, err := sealedPart(envelopeMagic, envelopeVersion, []string{from, to, msgType}, payload, now, mldsa65.SignatureSize)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := id.Sign(b, EnvelopeContext)
+	if err != nil {
+		return nil, fmt.Errorf("pq: seal %s to %s: %w", msgType, to, err)
+	}
+	return append(b, sig...), nil
+}
+
+// sealedPart checks the arguments of a seal and encodes what its signature or tag covers:
+// magic | version | len8 name | name for each of names (from, to, type, and the MAC key's ID
+// in a MAC envelope) | int64 unix-ns | a fresh random nonce | len32 payload | payload, with
+// room for trailer more bytes.
+func sealedPart(magic string, version byte, names []string, payload []byte, now time.Time, trailer int) ([]byte, error) {
+	from, to, msgType := names[0], names[1], names[2]
+	size := len(magic) + 1 + 8 + NonceSize + 4 + len(payload) + trailer
+	for _, n := range names {
+		switch {
+		case n == "":
+			return nil, fmt.Errorf("pq: seal: sender, receiver and message type must be non-empty (from %q, to %q, type %q)", from, to, msgType)
+		case len(n) > maxName:
+			return nil, fmt.Errorf("pq: seal: sender, receiver and message type are limited to %d bytes", maxName)
+		}
+		size += 1 + len(n)
+	}
+	if len(payload) > MaxPayload {
 		return nil, fmt.Errorf("pq: seal %s to %s: payload of %d bytes exceeds %d", msgType, to, len(payload), MaxPayload)
 	}
 	var nonce [NonceSize]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return nil, fmt.Errorf("pq: seal: nonce: %w", err)
 	}
-	b := make([]byte, 0, envelopeOverhead+len(from)+len(to)+len(msgType)+len(payload))
-	b = append(b, envelopeMagic...)
-	b = append(b, envelopeVersion)
-	b = appendString8(b, from)
-	b = appendString8(b, to)
-	b = appendString8(b, msgType)
+	b := make([]byte, 0, size)
+	b = append(b, magic...)
+	b = append(b, version)
+	for _, n := range names {
+		b = appendString8(b, n)
+	}
 	b = appendInt64(b, now.UnixNano())
 	b = append(b, nonce[:]...)
-	b = appendBytes32(b, payload)
-	sig, err := id.Sign(b, EnvelopeContext)
-	if err != nil {
-		return nil, fmt.Errorf("pq: seal %s to %s: %w", msgType, to, err)
+	return appendBytes32(b, payload), nil
+}
+
+// readSealedPart decodes what sealedPart encoded with n names; ok is false unless b is exactly
+// that with every name non-empty.
+func readSealedPart(b []byte, magic string, version byte, n int) (names []string, ts int64, nonce [NonceSize]byte, payload []byte, ok bool) {
+	r := newReader(b)
+	r.header(magic, version)
+	names = make([]string, n)
+	for i := range names {
+		names[i] = r.string8()
 	}
-	return append(b, sig...), nil
+	ts = r.int64()
+	copy(nonce[:], r.bytes(NonceSize))
+	payload = r.bytes(int(r.uint32()))
+	ok = r.done() && !slices.Contains(names, "")
+	return names, ts, nonce, payload, ok
 }
 
 // Open checks an envelope received by KME self and returns its sender, type and payload (a
@@ -87,7 +122,7 @@ func Seal(id *identity.Signer, from, to, msgType string, payload []byte, now tim
 // sender (ErrUnknownSender), timestamp within the window (ErrStale), signature
 // (ErrBadSignature), and last, only for authentic messages so forgeries cannot fill its memory,
 // the replay guard (ErrReplay). Open never panics on any input.
-func Open(peers map[string]*mldsa65.PublicKey, self string, envelope []byte, now time.Time, guard *ReplayGuard) (from, msgType string, payload []byte, err error) {
+func Open(peers map[string]*mldsa65.PublicKey, self string, envelope []byte, now time.Time, guard *ReplayGuard) (sender, typ string, payload []byte, err error) {
 	if guard == nil {
 		return "", "", nil, errors.New("pq: open: no replay guard")
 	}
@@ -96,18 +131,11 @@ func Open(peers map[string]*mldsa65.PublicKey, self string, envelope []byte, now
 	}
 	signed := envelope[:len(envelope)-mldsa65.SignatureSize]
 	sig := envelope[len(signed):]
-	r := newReader(signed)
-	r.header(envelopeMagic, envelopeVersion)
-	from = r.string8()
-	to := r.string8()
-	msgType = r.string8()
-	ts := r.int64()
-	var nonce [NonceSize]byte
-	copy(nonce[:], r.bytes(NonceSize))
-	body := r.bytes(int(r.uint32()))
-	if !r.done() || from == "" || to == "" || msgType == "" {
+	names, ts, nonce, body, ok := readSealedPart(signed, envelopeMagic, envelopeVersion, 3)
+	if !ok {
 		return "", "", nil, fmt.Errorf("pq: open: %w", ErrMalformed)
 	}
+	from, to, msgType := names[0], names[1], names[2]
 	if to != self {
 		return "", "", nil, fmt.Errorf("pq: open %s from %q: addressed to %q, this is %q: %w", msgType, from, to, self, ErrWrongReceiver)
 	}

@@ -3,7 +3,6 @@ package pq
 import (
 	"crypto/hkdf"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -98,30 +97,13 @@ func IsMACEnvelope(envelope []byte) bool {
 // int64 unix-ns | nonce[16] | len32 payload | payload | HMAC-SHA-256 tag (32 bytes) over all
 // before it.
 func SealMAC(key *MACKey, from, to, msgType string, payload []byte, now time.Time) ([]byte, error) {
-	switch {
-	case key == nil || key.ID == "" || len(key.ID) > maxName:
+	if key == nil || key.ID == "" {
 		return nil, errors.New("pq: seal: no MAC key")
-	case from == "" || to == "" || msgType == "":
-		return nil, fmt.Errorf("pq: seal: sender, receiver and message type must be non-empty (from %q, to %q, type %q)", from, to, msgType)
-	case len(from) > maxName || len(to) > maxName || len(msgType) > maxName:
-		return nil, fmt.Errorf("pq: seal: sender, receiver and message type are limited to %d bytes", maxName)
-	case len(payload) > MaxPayload:
-		return nil, fmt.Errorf("pq: seal %s to %s: payload of %d bytes exceeds %d", msgType, to, len(payload), MaxPayload)
 	}
-	var nonce [NonceSize]byte
-	if _, err := rand.Read(nonce[:]); err != nil {
-		return nil, fmt.Errorf("pq: seal: nonce: %w", err)
+	b, err := sealedPart(macMagic, macVersion, []string{from, to, msgType, key.ID}, payload, now, MACSize)
+	if err != nil {
+		return nil, err
 	}
-	b := make([]byte, 0, macOverhead+len(from)+len(to)+len(msgType)+len(key.ID)+len(payload))
-	b = append(b, macMagic...)
-	b = append(b, macVersion)
-	b = appendString8(b, from)
-	b = appendString8(b, to)
-	b = appendString8(b, msgType)
-	b = appendString8(b, key.ID)
-	b = appendInt64(b, now.UnixNano())
-	b = append(b, nonce[:]...)
-	b = appendBytes32(b, payload)
 	return append(b, key.tag(b)...), nil
 }
 
@@ -132,7 +114,7 @@ func SealMAC(key *MACKey, from, to, msgType string, payload []byte, now time.Tim
 // authentic messages, the replay guard (ErrReplay), which signed and MAC envelopes share.
 // OpenMAC returns the key the envelope was sealed under, for the answer. It never panics on
 // any input.
-func OpenMAC(keys func(from, id string) *MACKey, self string, envelope []byte, now time.Time, guard *ReplayGuard) (from, msgType string, payload []byte, key *MACKey, err error) {
+func OpenMAC(keys func(from, id string) *MACKey, self string, envelope []byte, now time.Time, guard *ReplayGuard) (sender, typ string, payload []byte, key *MACKey, err error) {
 	if guard == nil || keys == nil {
 		return "", "", nil, nil, errors.New("pq: open: no replay guard or MAC keys")
 	}
@@ -141,19 +123,11 @@ func OpenMAC(keys func(from, id string) *MACKey, self string, envelope []byte, n
 	}
 	authed := envelope[:len(envelope)-MACSize]
 	tag := envelope[len(authed):]
-	r := newReader(authed)
-	r.header(macMagic, macVersion)
-	from = r.string8()
-	to := r.string8()
-	msgType = r.string8()
-	id := r.string8()
-	ts := r.int64()
-	var nonce [NonceSize]byte
-	copy(nonce[:], r.bytes(NonceSize))
-	body := r.bytes(int(r.uint32()))
-	if !r.done() || from == "" || to == "" || msgType == "" || id == "" {
+	names, ts, nonce, body, ok := readSealedPart(authed, macMagic, macVersion, 4)
+	if !ok {
 		return "", "", nil, nil, fmt.Errorf("pq: open: %w", ErrMalformed)
 	}
+	from, to, msgType, id := names[0], names[1], names[2], names[3]
 	if to != self {
 		return "", "", nil, nil, fmt.Errorf("pq: open %s from %q: addressed to %q, this is %q: %w", msgType, from, to, self, ErrWrongReceiver)
 	}
