@@ -18,6 +18,9 @@ const (
 	// macKeysRefresh: how often a node rereads a peer's epochs. A retired epoch's key is
 	// still accepted for up to this long.
 	macKeysRefresh = time.Second
+	// macKeysMissRefresh: an envelope under an epoch the last reading does not have makes the
+	// node reread, if that reading is older than this (an epoch recorded since).
+	macKeysMissRefresh = 100 * time.Millisecond
 	// macSendAfter: calls go under the newest epoch recorded at least this long ago (by this
 	// site's clock), so the peer's nodes have applied it too; a peer that has not is asked again
 	// with a signature (peer.Authenticator).
@@ -39,7 +42,7 @@ type peerMACKeys struct {
 
 // macSendKey is Authenticator.MACKey.
 func (n *Node) macSendKey(kme string) *pq.MACKey {
-	ks := n.peerMACKeys(kme)
+	ks := n.peerMACKeys(kme, macKeysRefresh)
 	if ks == nil {
 		return nil
 	}
@@ -48,22 +51,21 @@ func (n *Node) macSendKey(kme string) *pq.MACKey {
 
 // macKeyByID is Authenticator.MACKeyByID.
 func (n *Node) macKeyByID(kme, id string) *pq.MACKey {
-	ks := n.peerMACKeys(kme)
-	if ks == nil {
-		return nil
+	if k := n.peerMACKeys(kme, macKeysRefresh).key(id); k != nil {
+		return k
 	}
-	return ks.byID[id]
+	return n.peerMACKeys(kme, macKeysMissRefresh).key(id)
 }
 
 // peerMACKeys returns the MAC keys shared with kme, rereading the epochs when the last
-// reading is older than macKeysRefresh.
-func (n *Node) peerMACKeys(kme string) *peerMACKeys {
+// reading is older than maxAge.
+func (n *Node) peerMACKeys(kme string, maxAge time.Duration) *peerMACKeys {
 	r := &n.macKeys
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
 	old := r.peers[kme]
-	if old != nil && now.Sub(old.read) < macKeysRefresh {
+	if old != nil && now.Sub(old.read) < maxAge {
 		return old
 	}
 	if n.rn == nil {
