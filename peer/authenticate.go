@@ -46,7 +46,7 @@ import (
 // certificate names. Error answers are not signed: they carry no data a site acts on beyond
 // "retry" or "give up", which an attacker able to cut the connection can cause anyway.
 //
-// The per-key traffic (macMethods: pushes and pulls of reservations, hundreds of calls a
+// The per-key traffic (macMethods: pushes and pulls of reservations, over a hundred calls a
 // second each way under load) may instead travel in MAC envelopes (pq.SealMAC) under the
 // key of a PQ epoch both sites recorded (Authenticator.MACKey): the epoch's exchange was
 // signed with both identities, so its key authenticates the calls as the signatures would,

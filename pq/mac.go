@@ -12,7 +12,7 @@ import (
 // MAC envelopes: the cheap form of an envelope, for the peer channel's per-key traffic.
 //
 // A signed envelope (Seal) costs an ML-DSA-65 signature, about 0.1 ms of CPU, and carries
-// 3,309 bytes of it. Under load the peer channel sends hundreds of pushes a second each way,
+// 3,309 bytes of it. Under load the peer channel sends over a hundred pushes a second each way,
 // each a request and an answer, so those signatures were about 5% of a site's CPU. A MAC
 // envelope is authenticated instead with HMAC-SHA-256 under a key derived from a PQ epoch
 // (DeriveMACKey): a secret the two sites agreed by an X-Wing exchange whose messages were
