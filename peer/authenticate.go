@@ -287,36 +287,36 @@ func (a *Authenticator) ClientInterceptor(kme string) grpc.UnaryClientIntercepto
 			return err
 		}
 		// gRPC's own retries would resend the same envelope, which the callee's replay guard
-		// refuses; Dial turns them off and this loop retries UNAVAILABLE with a fresh one.
-		var trailer metadata.MD
+		// refuses; Dial turns them off and call retries UNAVAILABLE with a fresh one.
+		call := func(key *pq.MACKey) (trailer metadata.MD, err error) {
+			for attempt, backoff := 1, 100*time.Millisecond; ; attempt, backoff = attempt+1, min(2*backoff, time.Second) {
+				env, err := a.seal(key, kme, method, digest)
+				if err != nil {
+					return nil, err
+				}
+				actx := metadata.AppendToOutgoingContext(ctx, EnvelopeHeader, string(env))
+				trailer = nil
+				err = invoker(actx, method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
+				if err == nil || status.Code(err) != codes.Unavailable || attempt == clientAttempts {
+					return trailer, err
+				}
+				select {
+				case <-ctx.Done():
+					return nil, err
+				case <-time.After(backoff):
+				}
+			}
+		}
 		key := a.sendKey(kme, method)
-		for attempt, backoff := 1, 100*time.Millisecond; ; attempt, backoff = attempt+1, min(2*backoff, time.Second) {
-			env, err := a.seal(key, kme, method, digest)
-			if err != nil {
-				return err
-			}
-			actx := metadata.AppendToOutgoingContext(ctx, EnvelopeHeader, string(env))
-			trailer = nil
-			err = invoker(actx, method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
-			if err == nil {
-				break
-			}
-			if key != nil && status.Code(err) == codes.Unauthenticated {
-				// The callee does not take this MAC envelope: repeat the call signed, which
-				// costs no attempt (nothing was done), and sign for a while.
-				a.refuseMAC(kme)
-				key = nil
-				attempt--
-				continue
-			}
-			if status.Code(err) != codes.Unavailable || attempt == clientAttempts {
-				return err
-			}
-			select {
-			case <-ctx.Done():
-				return err
-			case <-time.After(backoff):
-			}
+		trailer, err := call(key)
+		if key != nil && status.Code(err) == codes.Unauthenticated {
+			// The callee does not take this MAC envelope (nothing was done): repeat the call
+			// signed, and sign for a while.
+			a.refuseMAC(kme)
+			trailer, err = call(nil)
+		}
+		if err != nil {
+			return err
 		}
 		rd, err := responseDigest(digest, reply)
 		if err != nil {
