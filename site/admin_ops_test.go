@@ -35,9 +35,7 @@ func (tp *testPair) opsClient(i int, id string) keyspb.AdminClient {
 // TestAdminOpsRefuseNonAdmins: an SAE or KME certificate cannot list links or zeroize, and a
 // refused zeroize erases nothing.
 func TestAdminOpsRefuseNonAdmins(t *testing.T) {
-	tp := newTestPair(t, nil)
-	tp.ingest(2, 4096)
-	tp.waitKey(1024)
+	tp := keyedPair(t, 1, 2, 4096)
 	before := tp.Sites[0].Available("KME-B")
 	for _, id := range []string{"SAE-A1", "KME-A"} {
 		c := tp.opsClient(0, id)

@@ -87,17 +87,14 @@ func TestLeaderPushesFollowersIssues(t *testing.T) {
 	}
 }
 
-// threeNodePair starts two 3-node sites, ingests blocks blocks of size bytes and waits until
-// an eighth of it can be issued (unless -short: six nodes take a while).
+// threeNodePair starts two 3-node sites (unless -short: six nodes take a while) with key, as
+// keyedPair.
 func threeNodePair(t *testing.T, blocks, size int) *testPair {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts six nodes")
 	}
-	tp := newTestPair(t, func(c *PairConfig) { c.NodesPerSite = 3 })
-	tp.ingest(blocks, size)
-	tp.waitKey(int64(blocks * size / 8))
-	return tp
+	return keyedPair(t, 3, blocks, size)
 }
 
 // leaderOf returns the index of the node of site that leads it, as raft last told the node.

@@ -75,9 +75,7 @@ func fetchCmd(caller, master string, ids []string) *kms.Command {
 // The push of reservations carries the Fetch of a dec_keys waiting for them: the waiter gets
 // the issued bytes; a Fetch that fails there changes nothing and leaves the caller to go on.
 func TestHandoffOnPush(t *testing.T) {
-	tp := newTestPair(t, nil)
-	tp.ingest(2, 4096)
-	tp.waitKey(1024)
+	tp := keyedPair(t, 1, 2, 4096)
 	a, b := tp.Sites[0], tp.Sites[1]
 	ctx := context.Background()
 

@@ -120,9 +120,7 @@ func TestMetricsAfterDelivery(t *testing.T) {
 // site, the reservations the peer has not acknowledged, and how fetches at the slave's site
 // found the reservations they needed (present, pulled, not issued, unavailable).
 func TestPeerChannelMetrics(t *testing.T) {
-	tp := newTestPair(t, nil)
-	tp.ingest(2, 4096)
-	tp.waitKey(1024)
+	tp := keyedPair(t, 1, 2, 4096)
 	a, b := tp.Sites[0], tp.Sites[1]
 	ctx := context.Background()
 	toB, fromA := `peer="KME-B"`, `peer="KME-A"`

@@ -300,9 +300,7 @@ func TestTamperedEpochReplyYieldsNoEpoch(t *testing.T) {
 // their answers travel in MAC envelopes under its key (counted by qkms_peer_envelopes_total),
 // and the keys arrive intact.
 func TestPushesUnderMACKey(t *testing.T) {
-	tp := newTestPair(t, nil)
-	tp.ingest(2, 4096)
-	tp.waitKey(1024)
+	tp := keyedPair(t, 1, 2, 4096)
 	id := tp.waitEpoch()
 	a, b := tp.Sites[0], tp.Sites[1]
 	// Sending under the key waits for the epoch's age, which nothing notifies: poll.

@@ -68,6 +68,16 @@ func (tp *testPair) ingest(n, size int) {
 	}
 }
 
+// keyedPair starts two sites of nodes nodes each, ingests blocks blocks of size bytes and
+// waits until an eighth of it can be issued.
+func keyedPair(t *testing.T, nodes, blocks, size int) *testPair {
+	t.Helper()
+	tp := newTestPair(t, func(c *PairConfig) { c.NodesPerSite = nodes })
+	tp.ingest(blocks, size)
+	tp.waitKey(int64(blocks * size / 8))
+	return tp
+}
+
 func (tp *testPair) waitKey(min int64) {
 	tp.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -415,9 +425,7 @@ func TestPeerChannelOutage(t *testing.T) {
 // The issuing site records in its log which reservations the peer acknowledged (markLoop),
 // so a new leader does not push them again.
 func TestPushRecorded(t *testing.T) {
-	tp := newTestPair(t, nil)
-	tp.ingest(2, 4096)
-	tp.waitKey(1024)
+	tp := keyedPair(t, 1, 2, 4096)
 	keys, err := tp.client(0, "SAE-A1").GetKey(context.Background(), "SAE-B1", etsi014.KeyRequest{Number: 3})
 	if err != nil {
 		t.Fatal(err)
@@ -446,9 +454,7 @@ func TestPushRecorded(t *testing.T) {
 // An Issue applied before its node knew it leads is not queued for push as it is applied; the
 // node's leader loops push it once raft tells the node that it leads (leaderChanged).
 func TestTakeoverPushesWhatWasAppliedBefore(t *testing.T) {
-	tp := newTestPair(t, nil)
-	tp.ingest(2, 4096)
-	tp.waitKey(1024)
+	tp := keyedPair(t, 1, 2, 4096)
 	a, b := tp.Sites[0], tp.Sites[1]
 	ids := newKeyIDs(2)
 	issueUnpushed(t, a, b, ids) // applied while a did not know it leads
@@ -467,9 +473,7 @@ func TestTakeoverPushesWhatWasAppliedBefore(t *testing.T) {
 // the store's index of unpushed reservations, and the index empties as the pushes are
 // recorded.
 func TestRequeueUnpushed(t *testing.T) {
-	tp := newTestPair(t, nil)
-	tp.ingest(2, 4096)
-	tp.waitKey(1024)
+	tp := keyedPair(t, 1, 2, 4096)
 	a, b := tp.Sites[0], tp.Sites[1]
 	ids := newKeyIDs(3)
 	issueUnpushed(t, a, b, ids) // issued, never handed to the push loop
