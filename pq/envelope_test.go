@@ -99,22 +99,40 @@ func TestEnvelopeRejects(t *testing.T) {
 	}
 }
 
+// TestEnvelopeSealArguments: signed and MAC envelopes refuse the same bad arguments.
 func TestEnvelopeSealArguments(t *testing.T) {
 	s := newSites(t)
+	k := newMACKeys(t)
 	long := string(make([]byte, 256))
-	for _, tc := range []struct {
-		from, to, typ string
-		n             int
-	}{{"", "B", "t", 0}, {"A", "", "t", 0}, {"A", "B", "", 0}, {long, "B", "t", 0}, {"A", "B", "t", MaxPayload + 1}} {
-		if _, err := Seal(s.a, tc.from, tc.to, tc.typ, make([]byte, tc.n), t0); err == nil {
-			t.Errorf("Seal(%q, %q, %q, %d bytes) succeeded", tc.from, tc.to, tc.typ, tc.n)
+	seals := map[string]func(from, to, typ string, payload []byte) ([]byte, error){
+		"Seal": func(from, to, typ string, payload []byte) ([]byte, error) {
+			return Seal(s.a, from, to, typ, payload, t0)
+		},
+		"SealMAC": func(from, to, typ string, payload []byte) ([]byte, error) {
+			return SealMAC(k.a, from, to, typ, payload, t0)
+		},
+	}
+	for name, seal := range seals {
+		for _, tc := range []struct {
+			from, to, typ string
+			n             int
+		}{{"", "B", "t", 0}, {"A", "", "t", 0}, {"A", "B", "", 0}, {long, "B", "t", 0}, {"A", "B", "t", MaxPayload + 1}} {
+			if _, err := seal(tc.from, tc.to, tc.typ, make([]byte, tc.n)); err == nil {
+				t.Errorf("%s(%q, %q, %q, %d bytes) succeeded", name, tc.from, tc.to, tc.typ, tc.n)
+			}
 		}
 	}
 	if _, err := Seal(nil, "A", "B", "t", nil, t0); err == nil {
 		t.Error("Seal without identity succeeded")
 	}
+	if _, err := SealMAC(nil, "A", "B", "t", nil, t0); err == nil {
+		t.Error("SealMAC without a key succeeded")
+	}
 	if _, _, _, err := Open(s.peers, "KME-B", nil, t0, nil); err == nil {
 		t.Error("Open without guard succeeded")
+	}
+	if _, _, _, _, err := OpenMAC(k.atB, "KME-B", nil, t0, nil); err == nil {
+		t.Error("OpenMAC without guard succeeded")
 	}
 }
 
